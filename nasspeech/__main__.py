@@ -1,0 +1,5 @@
+import sys
+
+from nasspeech.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``nasspeech`` sub-command (discovered automatically)."""

@@ -1,0 +1,151 @@
+"""Built-in ``cnn`` candidate ops, following the DARTS definitions (ReLU -> conv -> BN).
+
+Every op maps (B, C, H, W) -> (B, C, ceil(H/s), ceil(W/s)) for stride s in {1, 2}.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasspeech.registry import register_op
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> Conv2d -> BatchNorm (the DARTS preprocessing block)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN."""
+
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int
+    ) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in,
+                      bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two depthwise-separable blocks; the first carries the stride."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__(
+            DilConv(c_in, c_in, kernel, stride, padding, dilation=1),
+            DilConv(c_in, c_out, kernel, 1, padding, dilation=1),
+        )
+
+
+class Conv7x1x1x7(nn.Sequential):
+    """ReLU -> (1x7) conv -> (7x1) conv -> BN, stride on one axis each so shapes match."""
+
+    def __init__(self, channels: int, stride: int) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(channels, channels, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+            nn.Conv2d(channels, channels, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros of the output shape (a mixed op skips it instead)."""
+
+    def __init__(self, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the spatial size with two offset 1x1 stride-2 convs, concatenated (DARTS).
+
+    The offset path is zero-padded on the bottom/right so odd sizes give ceil(H/2) too.
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out - c_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+@register_op("cnn", "none", parametric=False, is_zero=True)
+def none(channels: int, stride: int = 1) -> nn.Module:
+    """No connection (zero output); lets an edge be switched off."""
+    return Zero(stride)
+
+
+@register_op("cnn", "skip_connect", parametric=False, tags=("skip",))
+def skip_connect(channels: int, stride: int = 1) -> nn.Module:
+    """Identity; factorized reduce at stride 2."""
+    return Identity() if stride == 1 else FactorizedReduce(channels, channels)
+
+
+@register_op("cnn", "max_pool_3x3", parametric=False, tags=("pool",))
+def max_pool_3x3(channels: int, stride: int = 1) -> nn.Module:
+    """3x3 max pooling."""
+    return nn.MaxPool2d(3, stride=stride, padding=1)
+
+
+@register_op("cnn", "avg_pool_3x3", parametric=False, tags=("pool",))
+def avg_pool_3x3(channels: int, stride: int = 1) -> nn.Module:
+    """3x3 average pooling (padding excluded from the mean)."""
+    return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+
+
+@register_op("cnn", "sep_conv_3x3", tags=("conv",))
+def sep_conv_3x3(channels: int, stride: int = 1) -> nn.Module:
+    """3x3 separable conv, applied twice."""
+    return SepConv(channels, channels, 3, stride, 1)
+
+
+@register_op("cnn", "sep_conv_5x5", tags=("conv",))
+def sep_conv_5x5(channels: int, stride: int = 1) -> nn.Module:
+    """5x5 separable conv, applied twice."""
+    return SepConv(channels, channels, 5, stride, 2)
+
+
+@register_op("cnn", "dil_conv_3x3", tags=("conv",))
+def dil_conv_3x3(channels: int, stride: int = 1) -> nn.Module:
+    """3x3 depthwise-separable conv with dilation 2."""
+    return DilConv(channels, channels, 3, stride, 2, dilation=2)
+
+
+@register_op("cnn", "dil_conv_5x5", tags=("conv",))
+def dil_conv_5x5(channels: int, stride: int = 1) -> nn.Module:
+    """5x5 depthwise-separable conv with dilation 2."""
+    return DilConv(channels, channels, 5, stride, 4, dilation=2)
+
+
+@register_op("cnn", "conv_7x1_1x7", tags=("conv",))
+def conv_7x1_1x7(channels: int, stride: int = 1) -> nn.Module:
+    """1x7 then 7x1 convolution."""
+    return Conv7x1x1x7(channels, stride)

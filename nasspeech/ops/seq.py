@@ -1,0 +1,1 @@
+"""Built-in ``seq`` candidate ops (placeholder: being written)."""

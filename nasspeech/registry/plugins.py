@@ -1,0 +1,88 @@
+"""Discovery of op plugins through the ``nasspeech.ops`` entry-point group.
+
+A plugin distribution declares, in its ``pyproject.toml``::
+
+    [project.entry-points."nasspeech.ops"]
+    my_ops = "my_package.ops"          # a module whose import registers ops
+
+The target may also be a callable, which is called with no arguments. Every op a plugin
+registers is smoke-tested (built and run on a tiny input); an op that fails is dropped
+with a :class:`PluginWarning`, and a plugin that fails to import is skipped with one,
+so one broken plugin never breaks the others.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import warnings
+from importlib import metadata
+
+from nasspeech.registry.registry import OpRegistry, registering_as
+from nasspeech.registry.validation import check_op
+
+ENTRY_POINT_GROUP = "nasspeech.ops"
+DISABLE_ENV = "NASSPEECH_NO_PLUGINS"
+
+_autoload_override: bool | None = None
+
+
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded, or one of its ops was rejected."""
+
+
+def set_plugin_autoload(enabled: bool) -> None:
+    """Turn entry-point plugin autoloading on or off (takes effect before first registry use).
+
+    The environment variable ``NASSPEECH_NO_PLUGINS=1`` turns it off too.
+    """
+    global _autoload_override
+    _autoload_override = enabled
+
+
+def autoload_enabled() -> bool:
+    if _autoload_override is not None:
+        return _autoload_override
+    return os.environ.get(DISABLE_ENV, "").strip().lower() not in {"1", "true", "yes", "on"}
+
+
+def _distribution_name(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else "unknown-distribution"
+
+
+def load_plugins(registry: OpRegistry) -> list[str]:
+    """Load every ``nasspeech.ops`` entry point into ``registry``; returns the loaded sources."""
+    loaded: list[str] = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = _distribution_name(ep)
+        where = f"plugin {dist!r} (entry point {ep.name} = {ep.value})"
+        before = {op.key for op in registry._ops.values()}
+        try:
+            with registering_as(dist):
+                target = ep.load()
+                if callable(target) and not isinstance(target, types.ModuleType):
+                    target()
+        except Exception as exc:  # a broken plugin must never break the others
+            warnings.warn(
+                f"{where} failed to load and was skipped: {type(exc).__name__}: {exc}",
+                PluginWarning,
+                stacklevel=2,
+            )
+            _drop_new_ops(registry, before)
+            continue
+        for op in [op for op in registry._ops.values() if op.key not in before]:
+            problem = check_op(op)
+            if problem:
+                registry.remove(op.family, op.name)
+                warnings.warn(
+                    f"{where}: op {op.key} was rejected: {problem}", PluginWarning, stacklevel=2
+                )
+        loaded.append(dist)
+    return loaded
+
+
+def _drop_new_ops(registry: OpRegistry, before: set[str]) -> None:
+    for op in list(registry._ops.values()):
+        if op.key not in before:
+            registry.remove(op.family, op.name)
