@@ -1,0 +1,13 @@
+"""Genotypes: discrete architectures, their JSON form, graphs and plots."""
+
+from nasspeech.genotype.model import (
+    SCHEMA_VERSION,
+    CellGenotype,
+    ComponentGenotype,
+    Edge,
+    Genotype,
+    GenotypeError,
+)
+
+__all__ = ["SCHEMA_VERSION", "CellGenotype", "ComponentGenotype", "Edge", "Genotype",
+           "GenotypeError"]

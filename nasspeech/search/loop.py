@@ -1,0 +1,89 @@
+"""The training steps, in one place: the search step (alphas, then weights) and the weight
+step used for retraining. The CLI workflows and the memory estimator both call these."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasspeech.search.architect import Architect, Batch
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the caller keeps its last good checkpoint."""
+
+
+@dataclass
+class StepResult:
+    loss: float
+    correct: int
+    count: int
+    alpha_loss: float | None = None
+
+
+def _check_finite(loss: torch.Tensor, where: str) -> None:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"{where} loss is {value}; stopping (lower the learning rate?)")
+
+
+def weight_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    grad_clip: float | None = 5.0,
+    params: list[torch.Tensor] | None = None,
+) -> StepResult:
+    """One optimiser step on ``batch`` with gradient-norm clipping over ``params``."""
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    _check_finite(loss, "training")
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(params if params is not None else model.parameters(), grad_clip)
+    optimizer.step()
+    correct = int((logits.detach().argmax(dim=1) == y).sum())
+    return StepResult(float(loss.detach()), correct, int(y.numel()))
+
+
+def search_step(
+    model: nn.Module,
+    architect: Architect,
+    w_optimizer: torch.optim.Optimizer,
+    train_batch: Batch,
+    val_batch: Batch,
+    lr: float,
+    grad_clip: float | None = 5.0,
+    update_alphas: bool = True,
+) -> StepResult:
+    """One DARTS search step: the alpha step on ``val_batch``, then the weight step."""
+    model.train()
+    alpha_loss = None
+    if update_alphas:
+        alpha_loss = architect.step(train_batch, val_batch, eta=lr, w_optimizer=w_optimizer)
+        if not math.isfinite(alpha_loss):
+            raise NonFiniteLossError(f"validation loss is {alpha_loss}; stopping")
+    weights = model.weight_parameters()
+    result = weight_step(model, w_optimizer, train_batch, grad_clip, params=weights)
+    # the weight optimiser must never touch alphas: their grads come from the architect only
+    for a in architect.alphas:
+        a.grad = None
+    result.alpha_loss = alpha_loss
+    return result
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true labels over every batch (no sample is dropped)."""
+    model.eval()
+    preds, labels = [], []
+    for x, y in batches:
+        preds.append(model(x).argmax(dim=1).cpu())
+        labels.append(y.cpu())
+    return torch.cat(preds), torch.cat(labels)

@@ -1,0 +1,168 @@
+"""Components: a stem plus a stack of cells over one op family.
+
+:class:`SearchComponent` owns the component's alphas (one set per cell kind: ``normal`` and
+``reduce`` for cnn, ``cell`` for seq); :class:`DerivedComponent` is built from a genotype.
+Both lay out cells the same way (:func:`cell_plan`), so a genotype derives the network it
+was searched in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasspeech.registry import get_op
+from nasspeech.space.cells import DerivedCell, SearchCell, edge_count
+from nasspeech.space.config import ComponentConfig
+from nasspeech.space.families import FamilyLayout, layout_for
+
+
+@dataclass(frozen=True)
+class CellSlot:
+    """Where one cell sits in a component and the channel widths around it."""
+
+    index: int
+    kind: str  # "normal" | "reduce" | "cell"
+    c_prev_prev: int
+    c_prev: int
+    width: int
+    reduction_prev: bool
+
+
+def cell_plan(
+    cfg: ComponentConfig, n_concat: int, cells: int | None = None, channels: int | None = None
+) -> tuple[int, list[CellSlot], int]:
+    """Stem width, the cell slots, and the component's output channels."""
+    cells = cfg.cells if cells is None else cells
+    channels = cfg.channels if channels is None else channels
+    if cfg.family == "cnn":
+        reductions = (
+            cfg.reduction_cells() if cells == cfg.cells else sorted({cells // 3, 2 * cells // 3})
+        )
+        stem = cfg.stem_multiplier * channels
+        c_pp, c_p, width = stem, stem, channels
+        slots, reduced_prev = [], False
+        for i in range(cells):
+            reduce = i in reductions
+            if reduce:
+                width *= 2
+            slots.append(CellSlot(i, "reduce" if reduce else "normal", c_pp, c_p, width, reduced_prev))
+            c_pp, c_p, reduced_prev = c_p, n_concat * width, reduce
+        return stem, slots, c_p
+    slots = [CellSlot(i, "cell", channels, channels, channels, False) for i in range(cells)]
+    return channels, slots, channels
+
+
+def output_shape(cfg: ComponentConfig, in_shape: tuple[int, ...], slots: list[CellSlot],
+                 out_channels: int) -> tuple[int, ...]:
+    if cfg.family == "cnn":
+        _, h, w = in_shape
+        for slot in slots:
+            if slot.kind == "reduce":
+                h, w = -(-h // 2), -(-w // 2)
+        return (out_channels, h, w)
+    return (in_shape[0], out_channels)
+
+
+def _check_input(cfg: ComponentConfig, layout: FamilyLayout, in_shape: tuple[int, ...]) -> None:
+    if len(in_shape) != layout.input_rank:
+        raise ValueError(
+            f"component {cfg.name!r} ({cfg.family}) needs a rank-{layout.input_rank} input "
+            f"(without batch), got shape {tuple(in_shape)}; choose a hand-over that produces it"
+        )
+
+
+class _Component(nn.Module):
+    def __init__(self, cfg: ComponentConfig, in_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.layout = layout_for(cfg.family)
+        _check_input(cfg, self.layout, in_shape)
+        self.in_shape = tuple(in_shape)
+
+    def _run_cells(self, x: torch.Tensor, weights: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            if weights is None:
+                s0, s1 = s1, cell(s0, s1)
+            else:
+                s0, s1 = s1, cell(s0, s1, weights[cell.kind])
+        return s1
+
+
+class SearchComponent(_Component):
+    """A component of search cells, with its alphas as ``self.alphas[kind]``."""
+
+    def __init__(self, cfg: ComponentConfig, in_shape: tuple[int, ...]) -> None:
+        super().__init__(cfg, in_shape)
+        ops = [get_op(cfg.family, name) for name in cfg.ops]
+        stem_width, slots, out_channels = cell_plan(cfg, cfg.nodes)
+        self.stem = self.layout.stem(self.in_shape, stem_width)
+        cells = []
+        for slot in slots:
+            cell = SearchCell(
+                self.layout, ops, cfg.nodes, slot.c_prev_prev, slot.c_prev, slot.width,
+                slot.kind == "reduce", slot.reduction_prev, cfg.partial_channels,
+            )
+            cell.kind = slot.kind
+            cells.append(cell)
+        self.cells = nn.ModuleList(cells)
+        self.out_shape = output_shape(cfg, self.in_shape, slots, out_channels)
+        n_edges = edge_count(cfg.nodes)
+        self.alphas = nn.ParameterDict(
+            {kind: nn.Parameter(1e-3 * torch.randn(n_edges, len(ops))) for kind in cfg.cell_kinds()}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = {kind: F.softmax(alpha, dim=-1) for kind, alpha in self.alphas.items()}
+        return self._run_cells(x, weights)
+
+
+class DerivedComponent(_Component):
+    """A component of discrete cells from a genotype (cells/channels may differ from search)."""
+
+    def __init__(
+        self,
+        cfg: ComponentConfig,
+        in_shape: tuple[int, ...],
+        cell_genotypes: dict[str, object],
+        cells: int | None = None,
+        channels: int | None = None,
+    ) -> None:
+        super().__init__(cfg, in_shape)
+        concat_len = {kind: len(g.concat) for kind, g in cell_genotypes.items()}
+        n_concat = max(concat_len.values())
+        if len(set(concat_len.values())) > 1:
+            raise ValueError(
+                f"component {cfg.name!r}: cell kinds must concatenate the same number of nodes, "
+                f"got {concat_len}"
+            )
+        stem_width, slots, out_channels = cell_plan(cfg, n_concat, cells, channels)
+        self.stem = self.layout.stem(self.in_shape, stem_width)
+        built = []
+        for slot in slots:
+            if slot.kind not in cell_genotypes:
+                raise ValueError(
+                    f"component {cfg.name!r}: genotype has no {slot.kind!r} cell "
+                    f"(it has {sorted(cell_genotypes)})"
+                )
+            g = cell_genotypes[slot.kind]
+            cell = DerivedCell(
+                self.layout, [[(e.source, e.op) for e in node] for node in g.nodes], g.concat,
+                slot.c_prev_prev, slot.c_prev, slot.width, slot.kind == "reduce",
+                slot.reduction_prev,
+            )
+            cell.kind = slot.kind
+            built.append(cell)
+        self.cells = nn.ModuleList(built)
+        self.out_shape = output_shape(cfg, self.in_shape, slots, out_channels)
+
+    def set_drop_path(self, prob: float) -> None:
+        for cell in self.cells:
+            cell.drop_prob = prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run_cells(x, None)

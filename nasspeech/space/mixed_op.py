@@ -1,0 +1,71 @@
+"""The mixed op of a search cell: a softmax(alpha)-weighted sum over candidate ops."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nasspeech.registry import Operation
+from nasspeech.space.families import FamilyLayout
+
+
+def channel_shuffle(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
+    """Interleave ``groups`` channel groups along ``dim`` (PC-DARTS)."""
+    dim = dim % x.dim()
+    size = x.shape[dim]
+    shape = list(x.shape)
+    x = x.reshape(*shape[:dim], groups, size // groups, *shape[dim + 1 :])
+    return x.transpose(dim, dim + 1).reshape(shape)
+
+
+class MixedOp(nn.Module):
+    """All candidate ops of one edge.
+
+    ``none`` (``is_zero``) ops are never computed: they contribute zero to the sum but keep
+    their softmax weight, which is what multiplying their zero output would give, without the
+    work and memory. Pool ops in cnn cells get a parameter-free BatchNorm, as in DARTS.
+    With ``partial_channels=K`` only 1/K of the channels pass through the ops (PC-DARTS).
+    """
+
+    def __init__(
+        self,
+        ops: list[Operation],
+        channels: int,
+        stride: int,
+        layout: FamilyLayout,
+        partial_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        self.layout = layout
+        self.partial = partial_channels
+        width = channels // partial_channels
+        self.op_index: list[int] = []
+        modules = []
+        for i, op in enumerate(ops):
+            if op.is_zero:
+                continue
+            module = op.build(width, stride)
+            if layout.family == "cnn" and "pool" in op.tags:
+                module = nn.Sequential(module, nn.BatchNorm2d(width, affine=False))
+            modules.append(module)
+            self.op_index.append(i)
+        self.ops = nn.ModuleList(modules)
+        self.skip_path = (
+            layout.reduce_residual(channels - width)
+            if partial_channels > 1 and stride == 2
+            else None
+        )
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | float:
+        dim = self.layout.channel_dim
+        if self.partial > 1:
+            width = x.shape[dim] // self.partial
+            x, rest = torch.split(x, [width, x.shape[dim] - width], dim=dim)
+        out: torch.Tensor | float = 0.0
+        for i, op in zip(self.op_index, self.ops):
+            out = out + weights[i] * op(x)
+        if self.partial > 1:
+            if self.skip_path is not None:
+                rest = self.skip_path(rest)
+            out = channel_shuffle(torch.cat([out, rest], dim=dim), self.partial, dim)
+        return out
