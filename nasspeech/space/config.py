@@ -105,7 +105,9 @@ class ComponentConfig(BaseModel):
     def cell_kinds(self) -> list[str]:
         """The alpha sets of this component: ``normal`` and ``reduce`` for cnn, ``cell`` else."""
         if self.family == "cnn":
-            return ["normal", "reduce"] if self.reduction_cells() else ["normal"]
+            reductions = self.reduction_cells()
+            kinds = ["normal"] if len(reductions) < self.cells else []
+            return kinds + (["reduce"] if reductions else [])
         return ["cell"]
 
 
