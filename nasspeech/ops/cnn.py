@@ -27,10 +27,11 @@ class DilConv(nn.Sequential):
     """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN."""
 
     def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int
+        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int,
+        relu_inplace: bool = False,
     ) -> None:
         super().__init__(
-            nn.ReLU(inplace=False),
+            nn.ReLU(inplace=relu_inplace),
             nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in,
                       bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
@@ -39,12 +40,16 @@ class DilConv(nn.Sequential):
 
 
 class SepConv(nn.Sequential):
-    """Two depthwise-separable blocks; the first carries the stride."""
+    """Two depthwise-separable blocks; the first carries the stride.
+
+    The second block's ReLU runs in place on the first block's BatchNorm output, which
+    BatchNorm's backward does not need: one activation fewer to keep.
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
         super().__init__(
             DilConv(c_in, c_in, kernel, stride, padding, dilation=1),
-            DilConv(c_in, c_out, kernel, 1, padding, dilation=1),
+            DilConv(c_in, c_out, kernel, 1, padding, dilation=1, relu_inplace=True),
         )
 
 
@@ -81,7 +86,8 @@ class Zero(nn.Module):
 class FactorizedReduce(nn.Module):
     """Halve the spatial size with two offset 1x1 stride-2 convs, concatenated (DARTS).
 
-    The offset path is zero-padded on the bottom/right so odd sizes give ceil(H/2) too.
+    For odd sizes the offset path's output is zero-padded on the bottom/right (what a
+    zero-padded input would give, as the convs have no bias), so both give ceil(H/2).
     """
 
     def __init__(self, c_in: int, c_out: int) -> None:
@@ -93,8 +99,14 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        a = self.conv_1(x)
+        if x.shape[2] < 2 or x.shape[3] < 2:  # nothing left after the offset: zero padding
+            x = F.pad(x, (0, 1, 0, 1))
+        b = self.conv_2(x[:, :, 1:, 1:])
+        dh, dw = a.shape[2] - b.shape[2], a.shape[3] - b.shape[3]
+        if dh or dw:
+            b = F.pad(b, (0, dw, 0, dh))
+        return self.bn(torch.cat([a, b], dim=1))
 
 
 @register_op("cnn", "none", parametric=False, is_zero=True)

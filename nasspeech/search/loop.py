@@ -3,8 +3,10 @@ step used for retraining. The CLI workflows and the memory estimator both call t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,19 @@ def _check_finite(loss: torch.Tensor, where: str) -> None:
     value = float(loss.detach())
     if not math.isfinite(value):
         raise NonFiniteLossError(f"{where} loss is {value}; stopping (lower the learning rate?)")
+
+
+@contextlib.contextmanager
+def frozen(params: list[torch.Tensor]) -> Iterator[None]:
+    """Temporarily exclude ``params`` from autograd: nothing is saved or computed for them."""
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
 
 
 def weight_step(
@@ -65,15 +80,17 @@ def search_step(
     """One DARTS search step: the alpha step on ``val_batch``, then the weight step."""
     model.train()
     alpha_loss = None
+    weights = model.weight_parameters()
     if update_alphas:
-        alpha_loss = architect.step(train_batch, val_batch, eta=lr, w_optimizer=w_optimizer)
+        # first order needs no weight gradients: freezing the weights saves their backward
+        with frozen(weights) if architect.order == 1 else contextlib.nullcontext():
+            alpha_loss = architect.step(train_batch, val_batch, eta=lr, w_optimizer=w_optimizer)
         if not math.isfinite(alpha_loss):
             raise NonFiniteLossError(f"validation loss is {alpha_loss}; stopping")
-    weights = model.weight_parameters()
-    result = weight_step(model, w_optimizer, train_batch, grad_clip, params=weights)
-    # the weight optimiser must never touch alphas: their grads come from the architect only
-    for a in architect.alphas:
-        a.grad = None
+    # the weight step treats the op weights softmax(alpha) as constants, so the op outputs
+    # need not be kept for an alpha gradient
+    with frozen(architect.alphas):
+        result = weight_step(model, w_optimizer, train_batch, grad_clip, params=weights)
     result.alpha_loss = alpha_loss
     return result
 

@@ -84,7 +84,7 @@ class _Component(nn.Module):
         self.in_shape = tuple(in_shape)
 
     def _run_cells(self, x: torch.Tensor, weights: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(self.layout.prepare_input(x))
         for cell in self.cells:
             if weights is None:
                 s0, s1 = s1, cell(s0, s1)
@@ -112,6 +112,7 @@ class SearchComponent(_Component):
         self.cells = nn.ModuleList(cells)
         self.out_shape = output_shape(cfg, self.in_shape, slots, out_channels)
         n_edges = edge_count(cfg.nodes)
+        self.layout.prepare(self)
         self.alphas = nn.ParameterDict(
             {kind: nn.Parameter(1e-3 * torch.randn(n_edges, len(ops))) for kind in cfg.cell_kinds()}
         )
@@ -159,6 +160,7 @@ class DerivedComponent(_Component):
             built.append(cell)
         self.cells = nn.ModuleList(built)
         self.out_shape = output_shape(cfg, self.in_shape, slots, out_channels)
+        self.layout.prepare(self)
 
     def set_drop_path(self, prob: float) -> None:
         for cell in self.cells:

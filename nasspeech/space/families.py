@@ -5,6 +5,7 @@ Search cells and derived cells share these, so both build the same network aroun
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from nasspeech.ops.cnn import FactorizedReduce, Identity, ReLUConvBN
@@ -20,6 +21,13 @@ class FamilyLayout:
     def stem(self, in_shape: tuple[int, ...], width: int) -> nn.Module:
         raise NotImplementedError
 
+    def prepare(self, module: nn.Module) -> nn.Module:
+        """Put a built component's parameters in the layout's preferred memory format."""
+        return module
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
     def preprocess(self, c_in: int, c_out: int, reduced_prev: bool) -> nn.Module:
         raise NotImplementedError
 
@@ -33,9 +41,18 @@ class FamilyLayout:
 
 
 class CnnLayout(FamilyLayout):
+    """CNN cells run channels-last (NHWC): depthwise convolutions, the bulk of the DARTS ops,
+    are several times faster that way on CPU (oneDNN) and no slower with cuDNN."""
+
     family = "cnn"
     channel_dim = 1
     input_rank = 3
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        return module.to(memory_format=torch.channels_last)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last)
 
     def stem(self, in_shape: tuple[int, ...], width: int) -> nn.Module:
         return nn.Sequential(

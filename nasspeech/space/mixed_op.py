@@ -9,6 +9,22 @@ from nasspeech.registry import Operation
 from nasspeech.space.families import FamilyLayout
 
 
+def split_leading_relu(module: nn.Module) -> nn.Module | None:
+    """If ``module`` starts with an out-of-place ReLU (possibly nested in Sequentials), return
+    a Sequential of the rest, sharing its sub-modules; otherwise None."""
+    if not isinstance(module, nn.Sequential) or len(module) == 0:
+        return None
+    first = module[0]
+    if isinstance(first, nn.ReLU) and not first.inplace:
+        rest = list(module)[1:]
+    else:
+        inner = split_leading_relu(first)
+        if inner is None:
+            return None
+        rest = [inner, *list(module)[1:]]
+    return nn.Sequential(*rest)
+
+
 def channel_shuffle(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
     """Interleave ``groups`` channel groups along ``dim`` (PC-DARTS)."""
     dim = dim % x.dim()
@@ -25,6 +41,10 @@ class MixedOp(nn.Module):
     their softmax weight, which is what multiplying their zero output would give, without the
     work and memory. Pool ops in cnn cells get a parameter-free BatchNorm, as in DARTS.
     With ``partial_channels=K`` only 1/K of the channels pass through the ops (PC-DARTS).
+
+    Ops that begin with a ReLU (all DARTS convolutions) share one ReLU of the edge input
+    instead of computing and storing it once each; the weighted sum is accumulated with
+    ``addcmul`` (one kernel, no separate product tensor).
     """
 
     def __init__(
@@ -50,6 +70,8 @@ class MixedOp(nn.Module):
             modules.append(module)
             self.op_index.append(i)
         self.ops = nn.ModuleList(modules)
+        # bodies after the shared ReLU; plain list: they share parameters with self.ops
+        self._after_relu: list[nn.Module | None] = [split_leading_relu(m) for m in modules]
         self.skip_path = (
             layout.reduce_residual(channels - width)
             if partial_channels > 1 and stride == 2
@@ -61,9 +83,16 @@ class MixedOp(nn.Module):
         if self.partial > 1:
             width = x.shape[dim] // self.partial
             x, rest = torch.split(x, [width, x.shape[dim] - width], dim=dim)
-        out: torch.Tensor | float = 0.0
-        for i, op in zip(self.op_index, self.ops):
-            out = out + weights[i] * op(x)
+        relu_x = None
+        out: torch.Tensor | None = None
+        for i, op, body in zip(self.op_index, self.ops, self._after_relu):
+            if body is not None:
+                if relu_x is None:
+                    relu_x = torch.relu(x)
+                y = body(relu_x)
+            else:
+                y = op(x)
+            out = weights[i] * y if out is None else torch.addcmul(out, weights[i], y)
         if self.partial > 1:
             if self.skip_path is not None:
                 rest = self.skip_path(rest)
