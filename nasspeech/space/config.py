@@ -70,6 +70,8 @@ class ComponentConfig(BaseModel):
                 REGISTRY.get(family, name)
             except UnknownOpError as exc:
                 raise ValueError(f"component {info.data.get('name')!r}: {exc}") from None
+        if all(REGISTRY.get(family, name).is_zero for name in ops):
+            raise ValueError(f"component {info.data.get('name')!r}: needs an op other than 'none'")
         if len(set(ops)) != len(ops):
             dupes = sorted({o for o in ops if ops.count(o) > 1})
             raise ValueError(f"component {info.data.get('name')!r}: ops listed twice: {dupes}")

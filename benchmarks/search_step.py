@@ -1,0 +1,112 @@
+"""Time and peak memory of one DARTS search step, each setting in a fresh process.
+
+    python benchmarks/search_step.py cnn            # the issue's CNN-only setting
+    python benchmarks/search_step.py emodarts-small --order 2
+    python benchmarks/search_step.py all --write benchmarks/results/search_step.md
+
+Reports the median wall time of ``--steps`` steps after ``--warmup`` warm-up steps and the
+process's peak resident set size (ru_maxrss), as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CNN_OPS = ["max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+           "dil_conv_5x5", "conv_7x1_1x7", "skip_connect", "none"]
+SEQ_OPS = ["lstm_1", "lstm_2", "lstm_att_1", "rnn_1", "rnn_2", "rnn_att_1", "skip_connect",
+           "none"]
+
+SETTINGS = {
+    # the issue's reference setting: CNN component alone, 8 channels, 4 cells x 4 nodes
+    "cnn": dict(input_shape=(1, 128, 128), batch=16, components=[
+        dict(name="cnn", family="cnn", ops=CNN_OPS, cells=4, nodes=4, channels=8)]),
+    # the whole emoDARTS supernet (CNN + seq, joint) at a small setting
+    "emodarts-small": dict(input_shape=(1, 64, 64), batch=8, components=[
+        dict(name="cnn", family="cnn", ops=CNN_OPS, cells=4, nodes=4, channels=8,
+             handover="fold_frequency"),
+        dict(name="seq", family="seq", ops=SEQ_OPS, cells=2, nodes=3, channels=32,
+             handover="mean_over_time")]),
+}
+
+
+def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dict:
+    import torch
+
+    from nasspeech.search import Architect, search_step
+    from nasspeech.space import SearchSpace
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    s = SETTINGS[name]
+    space = SearchSpace(name=name, input_shape=s["input_shape"], num_classes=4,
+                        components=s["components"])
+    net = space.build_supernet()
+    arch = Architect(net, order=order)
+    opt = torch.optim.SGD(net.weight_parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    x = torch.randn(2 * s["batch"], *s["input_shape"])
+    y = torch.randint(0, 4, (2 * s["batch"],))
+    train, val = (x[: s["batch"]], y[: s["batch"]]), (x[s["batch"] :], y[s["batch"] :])
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        search_step(net, arch, opt, train, val, lr=0.025)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return {
+        "setting": name, "order": order, "batch": s["batch"], "threads": threads,
+        "step_s_median": round(statistics.median(times), 3), "step_s_all": [round(t, 3) for t in times],
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
+        "torch": torch.__version__,
+    }
+
+
+def measure(name: str, order: int = 1, steps: int = 2, warmup: int = 1, threads: int = 2) -> dict:
+    """Run one setting in a fresh interpreter so that its peak RSS is its own."""
+    cmd = [sys.executable, __file__, name, "--order", str(order), "--steps", str(steps),
+           "--warmup", str(warmup), "--threads", str(threads), "--inline"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("setting", choices=[*SETTINGS, "all"])
+    p.add_argument("--order", type=int, default=1, choices=(1, 2))
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--write", type=Path, help="append a Markdown table of the results here")
+    a = p.parse_args()
+    if a.inline:
+        print(json.dumps(run_one(a.setting, a.order, a.steps, a.warmup, a.threads)))
+        return
+    jobs = [(n, o) for n in SETTINGS for o in (1, 2)] if a.setting == "all" else [(a.setting, a.order)]
+    rows = []
+    for name, order in jobs:
+        row = measure(name, order, a.steps, a.warmup, a.threads)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    if a.write:
+        lines = [f"\n## {time.strftime('%Y-%m-%d %H:%M')} — {platform.processor() or platform.machine()}, "
+                 f"{os.cpu_count()} cores, torch {rows[0]['torch']}\n",
+                 "| setting | order | batch | step time (median, s) | peak RSS (GB) |",
+                 "|---|---|---|---|---|"]
+        lines += [f"| {r['setting']} | {r['order']} | {r['batch']} | {r['step_s_median']} | "
+                  f"{r['peak_rss_gb']} |" for r in rows]
+        with a.write.open("a") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
