@@ -59,11 +59,11 @@ def load_plugins(registry: OpRegistry) -> list[str]:
         where = f"plugin {dist!r} (entry point {ep.name} = {ep.value})"
         before = {op.key for op in registry._ops.values()}
         try:
-            with registering_as(dist):
+            with registering_as(dist, registry):
                 target = ep.load()
                 if callable(target) and not isinstance(target, types.ModuleType):
                     target()
-        except Exception as exc:  # a broken plugin must never break the others
+        except Exception as exc:  # noqa: BLE001  (a broken plugin must never break the others)
             warnings.warn(
                 f"{where} failed to load and was skipped: {type(exc).__name__}: {exc}",
                 PluginWarning,

@@ -6,14 +6,19 @@ import contextlib
 import contextvars
 import difflib
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
-from nasspeech.registry.operation import FAMILY_LAYOUTS, OpFactory, Operation
+from nasspeech.registry.operation import FAMILY_LAYOUTS, Operation, OpFactory
 
 BUILTIN_SOURCE = "built-in"
 
 _current_source: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "nasspeech_op_source", default=None
+)
+
+
+_current_registry: contextvars.ContextVar[OpRegistry | None] = contextvars.ContextVar(
+    "nasspeech_op_registry", default=None
 )
 
 
@@ -29,12 +34,18 @@ class DuplicateOpError(ValueError):
 
 
 @contextlib.contextmanager
-def registering_as(source: str) -> Iterator[None]:
-    """Attribute every op registered inside this block to ``source`` (used for plugins)."""
+def registering_as(source: str, registry: OpRegistry | None = None) -> Iterator[None]:
+    """Attribute every op registered inside this block to ``source`` (used for plugins).
+
+    With ``registry``, :func:`register_op` calls inside the block register into it instead of
+    the process-wide :data:`REGISTRY` (so plugins can be loaded into a separate registry).
+    """
     token = _current_source.set(source)
+    reg_token = _current_registry.set(registry)
     try:
         yield
     finally:
+        _current_registry.reset(reg_token)
         _current_source.reset(token)
 
 
@@ -172,7 +183,8 @@ def register_op(
     ... def gru_1(channels, stride=1):
     ...     return MyGRU(channels)
     """
-    return REGISTRY.register(
+    target = _current_registry.get()
+    return (REGISTRY if target is None else target).register(
         family,
         name,
         description=description,
