@@ -18,6 +18,7 @@ import types
 import warnings
 from importlib import metadata
 
+from nasspeech.registry.operation import Operation
 from nasspeech.registry.registry import OpRegistry, registering_as
 from nasspeech.registry.validation import check_op
 
@@ -51,30 +52,43 @@ def _distribution_name(ep: metadata.EntryPoint) -> str:
     return dist.metadata["Name"] if dist is not None else "unknown-distribution"
 
 
+#: Ops each entry point registered when it was first loaded in this process, so that loading
+#: it into another registry re-adds them (an imported module does not run a second time).
+_first_load: dict[tuple[str, str], list[Operation]] = {}
+
+
 def load_plugins(registry: OpRegistry) -> list[str]:
     """Load every ``nasspeech.ops`` entry point into ``registry``; returns the loaded sources."""
     loaded: list[str] = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = _distribution_name(ep)
         where = f"plugin {dist!r} (entry point {ep.name} = {ep.value})"
-        before = {op.key for op in registry._ops.values()}
+        before = dict(registry._ops)
         try:
             with registering_as(dist, registry):
-                target = ep.load()
-                if callable(target) and not isinstance(target, types.ModuleType):
-                    target()
+                if (dist, ep.value) in _first_load:
+                    for op in _first_load[(dist, ep.value)]:
+                        registry.add(op)
+                else:
+                    target = ep.load()
+                    if callable(target) and not isinstance(target, types.ModuleType):
+                        target()
         except Exception as exc:  # noqa: BLE001  (a broken plugin must never break the others)
             warnings.warn(
                 f"{where} failed to load and was skipped: {type(exc).__name__}: {exc}",
                 PluginWarning,
                 stacklevel=2,
             )
-            _drop_new_ops(registry, before)
+            _restore(registry, before)
             continue
-        for op in [op for op in registry._ops.values() if op.key not in before]:
+        new_ops = [op for key, op in registry._ops.items() if before.get(key) is not op]
+        _first_load.setdefault((dist, ep.value), new_ops)
+        for op in new_ops:
             problem = check_op(op)
             if problem:
                 registry.remove(op.family, op.name)
+                if (op.family, op.name) in before:  # it had overridden an op: put that back
+                    registry.add(before[(op.family, op.name)])
                 warnings.warn(
                     f"{where}: op {op.key} was rejected: {problem}", PluginWarning, stacklevel=2
                 )
@@ -82,7 +96,10 @@ def load_plugins(registry: OpRegistry) -> list[str]:
     return loaded
 
 
-def _drop_new_ops(registry: OpRegistry, before: set[str]) -> None:
-    for op in list(registry._ops.values()):
-        if op.key not in before:
-            registry.remove(op.family, op.name)
+def _restore(registry: OpRegistry, before: dict[tuple[str, str], Operation]) -> None:
+    """Undo what a failed plugin registered or overrode."""
+    for key in list(registry._ops):
+        if key not in before:
+            registry.remove(*key)
+    for op in before.values():
+        registry.add(op, override=True)

@@ -1,0 +1,270 @@
+"""Entry-point plugins: fake distributions on sys.path (no pip), broken plugins, the autoload
+switch, and the installed example plugin ``nasspeech-seqplus``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nasspeech.registry import Operation, OpRegistry, PluginWarning, expected_shape, get_op
+from nasspeech.registry.plugins import load_plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster (no OpenMP spinning on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+GOOD_OPS = """
+    import torch
+    from torch import nn
+    from nasspeech import register_op
+
+    class Scale(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(channels))
+
+        def forward(self, x):
+            return x * self.weight
+
+    @register_op("seq", "{prefix}_scale")
+    def scale(channels, stride=1):
+        '''Per-channel scaling.'''
+        return Scale(channels)
+"""
+
+RAISING = """
+    from torch import nn
+    from nasspeech import register_op
+
+    register_op("seq", "{prefix}_early")(lambda channels, stride=1: nn.Identity())
+    raise RuntimeError("plugin module is broken")
+"""
+
+WRONG_SHAPE = """
+    from torch import nn
+    from nasspeech import register_op
+
+    register_op("seq", "{prefix}_halves")(lambda channels, stride=1: nn.Linear(channels, 2))
+    register_op("seq", "{prefix}_ok")(lambda channels, stride=1: nn.Identity())
+"""
+
+CALLABLE_TARGET = """
+    from torch import nn
+    from nasspeech import register_op
+
+    def register():
+        register_op("cnn", "{prefix}_id", parametric=False)(
+            lambda channels, stride=1: nn.MaxPool2d(1, stride)
+        )
+"""
+
+
+def make_plugin(root: Path, dist: str, module: str, source: str, target: str = "") -> None:
+    """Write an importable ``module`` and an installed-looking ``dist`` declaring it as a
+    ``nasspeech.ops`` entry point, as pip would (``<name>-<version>.dist-info``)."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source.format(prefix=module)))
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[nasspeech.ops]\nops = {target or module}\n")
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    """tmp_path on sys.path; fake plugin modules are forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if (getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
+
+
+def sources(registry: OpRegistry) -> dict[str, str]:
+    return {op.key: op.source for op in registry._ops.values()}
+
+
+def test_good_plugin_ops_appear_with_their_distribution(plugin_dir):
+    make_plugin(plugin_dir, "fake-plugin", "fakegood", GOOD_OPS)
+    registry = OpRegistry()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        loaded = load_plugins(registry)
+    assert "fake-plugin" in loaded
+    assert sources(registry)["seq/fakegood_scale"] == "fake-plugin"
+    op = registry._ops[("seq", "fakegood_scale")]
+    assert op.description == "Per-channel scaling."
+    assert tuple(op.build(3)(torch.randn(2, 4, 3)).shape) == (2, 4, 3)
+    # the module is imported now; loading into another registry still adds its ops
+    again = OpRegistry()
+    load_plugins(again)
+    assert again._ops[("seq", "fakegood_scale")] is op
+
+
+def test_callable_entry_point_is_called(plugin_dir):
+    make_plugin(plugin_dir, "fake-callable", "fakecall", CALLABLE_TARGET, "fakecall:register")
+    registry = OpRegistry()
+    load_plugins(registry)
+    assert sources(registry)["cnn/fakecall_id"] == "fake-callable"
+
+
+def test_plugin_that_fails_to_import_is_reported_and_skipped(plugin_dir):
+    make_plugin(plugin_dir, "fake-good", "fakeok", GOOD_OPS)
+    make_plugin(plugin_dir, "fake-broken", "fakebroken", RAISING)
+    registry = OpRegistry()
+    with pytest.warns(PluginWarning) as record:
+        loaded = load_plugins(registry)
+    messages = [str(w.message) for w in record if "fake-broken" in str(w.message)]
+    assert len(messages) == 1
+    assert "entry point ops = fakebroken" in messages[0]
+    assert "RuntimeError: plugin module is broken" in messages[0]
+    assert "fake-broken" not in loaded and "fake-good" in loaded
+    ops = sources(registry)
+    assert "seq/fakebroken_early" not in ops  # registered before the error: dropped too
+    assert ops["seq/fakeok_scale"] == "fake-good"
+
+
+def test_op_with_wrong_output_shape_is_rejected_by_name(plugin_dir):
+    make_plugin(plugin_dir, "fake-shapes", "fakeshapes", WRONG_SHAPE)
+    make_plugin(plugin_dir, "fake-fine", "fakefine", GOOD_OPS)
+    registry = OpRegistry()
+    with pytest.warns(PluginWarning) as record:
+        load_plugins(registry)
+    messages = [str(w.message) for w in record if "fake-shapes" in str(w.message)]
+    assert len(messages) == 1
+    assert "op seq/fakeshapes_halves was rejected" in messages[0]
+    assert "expected (2, 5, 4)" in messages[0]
+    ops = sources(registry)
+    assert "seq/fakeshapes_halves" not in ops
+    assert ops["seq/fakeshapes_ok"] == "fake-shapes"  # its sibling is kept
+    assert ops["seq/fakefine_scale"] == "fake-fine"
+
+
+OVERRIDES_BADLY = """
+    from torch import nn
+    from nasspeech import register_op
+
+    register_op("seq", "target", override=True)(lambda channels, stride=1: nn.Linear(1, 1))
+"""
+
+
+def test_rejected_override_puts_the_original_back(plugin_dir):
+    make_plugin(plugin_dir, "fake-override", "fakeoverride", OVERRIDES_BADLY)
+    registry = OpRegistry()
+    original = Operation("seq", "target", lambda channels, stride=1: nn.Identity())
+    registry.add(original)
+    with pytest.warns(PluginWarning, match=r"fake-override.*op seq/target was rejected"):
+        load_plugins(registry)
+    assert registry._ops[("seq", "target")] is original
+
+
+def _run(code_or_args: list[str], env_extra: dict[str, str], plugin_path: Path | None = None):
+    env = {k: v for k, v in os.environ.items() if k != "NASSPEECH_NO_PLUGINS"}
+    env.update(env_extra)
+    if plugin_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin_path),
+                                                          env.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        [sys.executable, *code_or_args], check=False, env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_cli_lists_plugin_ops_and_reports_broken_plugins(tmp_path):
+    make_plugin(tmp_path, "fake-cli", "fakecli", GOOD_OPS)
+    make_plugin(tmp_path, "fake-cli-broken", "fakeclibroken", RAISING)
+    result = _run(["-m", "nasspeech", "ops", "--json"], {}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    ops = {(o["family"], o["name"]): o for o in json.loads(result.stdout)}
+    assert ops[("seq", "fakecli_scale")]["source"] == "fake-cli"
+    assert ops[("seq", "lstm_att_1")]["source"] == "built-in"
+    assert "plugin 'fake-cli-broken' (entry point ops = fakeclibroken)" in result.stderr
+    assert ("seq", "fakeclibroken_early") not in ops
+
+
+@pytest.mark.parametrize(
+    "how", ["env", "function"], ids=["NASSPEECH_NO_PLUGINS=1", "set_plugin_autoload(False)"]
+)
+def test_autoload_can_be_disabled(tmp_path, how):
+    """The positive case (the same fake plugin loads when enabled) is the CLI test above."""
+    make_plugin(tmp_path, "fake-off", "fakeoff", GOOD_OPS)
+    code = (
+        "import nasspeech\n"
+        + ("nasspeech.set_plugin_autoload(False)\n" if how == "function" else "")
+        + "print(sorted({op.source for op in nasspeech.list_ops()}))"
+    )
+    env = {"NASSPEECH_NO_PLUGINS": "1"} if how == "env" else {}
+    result = _run(["-c", code], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['built-in']"
+
+
+# -- the example plugin shipped in plugins/nasspeech-seqplus ----------------------------------
+
+SEQPLUS_OPS = ("gru_1", "gru_2", "transformer_1")
+
+
+def _seqplus_installed() -> bool:
+    try:
+        metadata.distribution("nasspeech-seqplus")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+needs_seqplus = pytest.mark.skipif(
+    not _seqplus_installed(),
+    reason="nasspeech-seqplus is not installed (pip install -e plugins/nasspeech-seqplus)",
+)
+
+
+@needs_seqplus
+def test_cli_lists_installed_seqplus_ops():
+    result = _run(["-m", "nasspeech", "ops", "--family", "seq", "--json"], {})
+    assert result.returncode == 0, result.stderr
+    assert "PluginWarning" not in result.stderr, result.stderr
+    listed = {o["name"]: o for o in json.loads(result.stdout)}
+    for name in SEQPLUS_OPS:
+        assert listed[name]["source"] == "nasspeech-seqplus"
+        assert listed[name]["family"] == "seq" and listed[name]["description"]
+
+
+@needs_seqplus
+@pytest.mark.parametrize("name", SEQPLUS_OPS)
+@pytest.mark.parametrize("width", [4, 16, 5])
+def test_seqplus_ops_keep_the_contract(name, width):
+    op = get_op("seq", name)
+    assert op.source == "nasspeech-seqplus"
+    module = op.build(width)
+    for batch in (1, 2, 3, 17):
+        x = torch.randn(batch, 5, width, requires_grad=True)
+        out = module(x)
+        assert tuple(out.shape) == expected_shape("seq", tuple(x.shape))
+        (out * torch.randn_like(out)).sum().backward()
+        assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+        for p in module.parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all()
+    module.eval()
+    x = torch.randn(17, 5, width)
+    perm = torch.randperm(17)
+    with torch.no_grad():
+        out = module(x)
+        torch.testing.assert_close(module(x[perm]), out[perm], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(module(x[:3]), out[:3], rtol=1e-4, atol=1e-5)
