@@ -175,43 +175,61 @@ def test_rejected_override_puts_the_original_back(plugin_dir):
     assert registry._ops[("seq", "target")] is original
 
 
-def _run(code_or_args: list[str], env_extra: dict[str, str], plugin_path: Path | None = None):
+def _run(args: list[str], env_extra: dict[str, str], plugin_path: Path | None = None):
     env = {k: v for k, v in os.environ.items() if k != "NASSPEECH_NO_PLUGINS"}
     env.update(env_extra)
     if plugin_path is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin_path),
                                                           env.get("PYTHONPATH", "")]))
     return subprocess.run(
-        [sys.executable, *code_or_args], check=False, env=env, cwd=ROOT, capture_output=True, text=True,
-        timeout=120,
+        [sys.executable, *args], check=False, env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=120,
     )
 
 
-def test_cli_lists_plugin_ops_and_reports_broken_plugins(tmp_path):
-    make_plugin(tmp_path, "fake-cli", "fakecli", GOOD_OPS)
-    make_plugin(tmp_path, "fake-cli-broken", "fakeclibroken", RAISING)
-    result = _run(["-m", "nasspeech", "ops", "--json"], {}, tmp_path)
+@pytest.fixture(scope="module")
+def cli_json(tmp_path_factory):
+    """``python -m nasspeech ops --json`` run once, with a good and a broken fake plugin
+    installed next to the real ones: (listed ops by (family, name), stderr)."""
+    root = tmp_path_factory.mktemp("cli_plugins")
+    make_plugin(root, "fake-cli", "fakecli", GOOD_OPS)
+    make_plugin(root, "fake-cli-broken", "fakeclibroken", RAISING)
+    result = _run(["-m", "nasspeech", "ops", "--json"], {}, root)
     assert result.returncode == 0, result.stderr
-    ops = {(o["family"], o["name"]): o for o in json.loads(result.stdout)}
+    return {(o["family"], o["name"]): o for o in json.loads(result.stdout)}, result.stderr
+
+
+def test_cli_lists_plugin_ops_and_reports_broken_plugins(cli_json):
+    ops, stderr = cli_json
     assert ops[("seq", "fakecli_scale")]["source"] == "fake-cli"
     assert ops[("seq", "lstm_att_1")]["source"] == "built-in"
-    assert "plugin 'fake-cli-broken' (entry point ops = fakeclibroken)" in result.stderr
+    assert "plugin 'fake-cli-broken' (entry point ops = fakeclibroken)" in stderr
     assert ("seq", "fakeclibroken_early") not in ops
 
 
-@pytest.mark.parametrize(
-    "how", ["env", "function"], ids=["NASSPEECH_NO_PLUGINS=1", "set_plugin_autoload(False)"]
-)
-def test_autoload_can_be_disabled(tmp_path, how):
-    """The positive case (the same fake plugin loads when enabled) is the CLI test above."""
+def test_env_var_disables_autoload(plugin_dir, monkeypatch):
+    """A fresh registry loads built-ins and plugins on first use: not with the env var."""
+    make_plugin(plugin_dir, "fake-env", "fakeenv", GOOD_OPS)
+    monkeypatch.setenv("NASSPEECH_NO_PLUGINS", "1")
+    registry = OpRegistry()
+    registry.ensure_loaded()
+    assert "seq/fakeenv_scale" not in sources(registry)
+    monkeypatch.delenv("NASSPEECH_NO_PLUGINS")
+    registry = OpRegistry()  # control: the same plugin loads without it
+    registry.ensure_loaded()
+    assert sources(registry)["seq/fakeenv_scale"] == "fake-env"
+
+
+def test_set_plugin_autoload_false_in_a_fresh_process(tmp_path):
+    """A whole process that calls set_plugin_autoload(False) before first use sees only the
+    built-in ops (the positive case is the CLI run above)."""
     make_plugin(tmp_path, "fake-off", "fakeoff", GOOD_OPS)
     code = (
         "import nasspeech\n"
-        + ("nasspeech.set_plugin_autoload(False)\n" if how == "function" else "")
-        + "print(sorted({op.source for op in nasspeech.list_ops()}))"
+        "nasspeech.set_plugin_autoload(False)\n"
+        "print(sorted({op.source for op in nasspeech.list_ops()}))"
     )
-    env = {"NASSPEECH_NO_PLUGINS": "1"} if how == "env" else {}
-    result = _run(["-c", code], env, tmp_path)
+    result = _run(["-c", code], {}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['built-in']"
 
@@ -236,14 +254,12 @@ needs_seqplus = pytest.mark.skipif(
 
 
 @needs_seqplus
-def test_cli_lists_installed_seqplus_ops():
-    result = _run(["-m", "nasspeech", "ops", "--family", "seq", "--json"], {})
-    assert result.returncode == 0, result.stderr
-    assert "PluginWarning" not in result.stderr, result.stderr
-    listed = {o["name"]: o for o in json.loads(result.stdout)}
+def test_cli_lists_installed_seqplus_ops(cli_json):
+    ops, stderr = cli_json
+    assert "nasspeech-seqplus" not in stderr, stderr  # no warning about it
     for name in SEQPLUS_OPS:
-        assert listed[name]["source"] == "nasspeech-seqplus"
-        assert listed[name]["family"] == "seq" and listed[name]["description"]
+        assert ops[("seq", name)]["source"] == "nasspeech-seqplus"
+        assert ops[("seq", name)]["description"]
 
 
 @needs_seqplus
@@ -268,3 +284,34 @@ def test_seqplus_ops_keep_the_contract(name, width):
         out = module(x)
         torch.testing.assert_close(module(x[perm]), out[perm], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(module(x[:3]), out[:3], rtol=1e-4, atol=1e-5)
+
+
+@needs_seqplus
+def test_seqplus_ops_work_inside_a_search():
+    """One first-order search step over a cnn -> seq space whose seq ops come from the plugin."""
+    from nasspeech import Architect, SearchSpace
+    from nasspeech.search import search_step
+
+    torch.manual_seed(0)
+    space = SearchSpace(
+        name="seqplus", input_shape=(1, 8, 6), num_classes=3,
+        components=[
+            {"name": "cnn", "family": "cnn", "ops": ["skip_connect", "avg_pool_3x3"],
+             "cells": 1, "nodes": 1, "channels": 2, "reductions": [],
+             "handover": "fold_frequency"},
+            {"name": "seq", "family": "seq", "ops": [*SEQPLUS_OPS, "skip_connect", "none"],
+             "cells": 1, "nodes": 2, "channels": 8, "handover": "mean_over_time"},
+        ],
+    )
+    supernet = space.build_supernet()
+    architect = Architect(supernet, order=1)
+    w_opt = torch.optim.SGD(supernet.weight_parameters(), lr=0.025, momentum=0.9)
+    alphas = [a.detach().clone() for a in supernet.alpha_parameters()]
+    x, y = torch.randn(4, 1, 8, 6), torch.randint(0, 3, (4,))
+    search_step(supernet, architect, w_opt, (x[:2], y[:2]), (x[2:], y[2:]), lr=0.025)
+    assert any(not torch.equal(a, b) for a, b in zip(alphas, supernet.alpha_parameters()))
+    seq_ops = {e.op for node in supernet.genotype().component("seq").cells["cell"].nodes
+               for e in node}
+    assert seq_ops <= {*SEQPLUS_OPS, "skip_connect"}
+    model = space.derive(supernet.genotype())
+    assert model(x).shape == (4, 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -199,3 +200,20 @@ def test_docs_decorator_example_runs(clean_registry, capsys):
     exec(compile(block, str(doc), "exec"), {"__name__": "my_ops"})  # noqa: S102
     assert capsys.readouterr().out.startswith("user:my_ops | Depthwise temporal convolution")
     assert get_op("seq", "tconv_3").source == "user:my_ops"
+
+
+def test_ops_command_table_and_json(capsys):
+    from nasspeech.cli.main import main
+
+    assert main(["ops", "--family", "seq"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["family", "name", "parametric", "source", "description"]
+    rows = {line.split()[1]: line.split() for line in lines[1:]}
+    assert rows["lstm_att_1"][:4] == ["seq", "lstm_att_1", "yes", "built-in"]
+    assert rows["skip_connect"][2] == "no"
+    assert all(row[0] == "seq" for row in rows.values())
+
+    assert main(["ops", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(o["family"], o["name"]) for o in listed] == [(op.family, op.name) for op in list_ops()]
+    assert {"family", "name", "description", "source"} <= set(listed[0])

@@ -40,7 +40,7 @@ class Operation:
         return f"{self.family}/{self.name}"
 
     def build(self, channels: int, stride: int = 1) -> nn.Module:
-        """Build a fresh module of this op for ``channels`` channels (cnn ops also take a stride)."""
+        """A fresh module of this op for ``channels`` channels (cnn ops also take a stride)."""
         if channels < 1:
             raise ValueError(f"op {self.key}: channels must be >= 1, got {channels}")
         if stride not in (1, 2):
