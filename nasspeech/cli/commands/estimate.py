@@ -1,0 +1,73 @@
+"""``nasspeech estimate CONFIG``: predict the GPU memory of a search before running it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pydantic import ValidationError
+
+from nasspeech.cli.main import CLIError
+
+NAME = "estimate"
+HELP = "estimate the GPU memory of a search step (peak, fit, largest batch)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="run config (YAML/JSON) with a space: section, or a space")
+    parser.add_argument("--gpu", default="a100-40gb",
+                        help="GPU name (see --list-gpus) or a capacity such as 24GiB")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: the config's search.batch_size, else 64")
+    parser.add_argument("--order", type=int, choices=(1, 2), default=None,
+                        help="DARTS order; default: the config's search.order, else 2")
+    parser.add_argument("--no-max-batch", action="store_true",
+                        help="skip the largest-batch search (one trace instead of three)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def load_space(config: str):
+    """The space and search section of ``config``, with user-facing errors."""
+    from nasspeech.memory.estimate import resolve_space
+
+    try:
+        return resolve_space(config)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    except ValidationError as exc:
+        raise CLIError(f"{config}: the space does not validate:\n{exc}") from None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def resolve_gpu(name: str):
+    from nasspeech.memory.profiles import UnknownGpuError, get_profile
+
+    try:
+        return get_profile(name)
+    except (UnknownGpuError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from nasspeech.memory.estimate import estimate
+    from nasspeech.memory.report import render
+
+    space, search = load_space(args.config)
+    profile = resolve_gpu(args.gpu)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    progress = None if args.json else (lambda msg: print(f"... {msg}", file=sys.stderr))
+    batch = args.batch_size or search.get("batch_size")
+    order = args.order or search.get("order")
+    from nasspeech.memory.setup import SearchHyper
+
+    hyper = SearchHyper.from_search_section(search, order)
+    result = estimate(space, batch, profile, hyper.order, hyper=hyper,
+                      max_batch=not args.no_max_batch, progress=progress)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(render(result))
+    return 0

@@ -1,0 +1,154 @@
+"""``estimate()``: trace the search step, replay it through the allocator model, add the
+device overheads, and report peak memory, whether it fits, and the largest batch."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nasspeech.memory import overheads
+from nasspeech.memory.allocator import replay, round_size
+from nasspeech.memory.profiles import GpuProfile, get_profile
+from nasspeech.memory.setup import SearchHyper
+from nasspeech.memory.trace import Trace
+from nasspeech.space.config import SearchSpace, load_mapping
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class MemoryEstimate:
+    """Predicted GPU memory of one search step. All sizes in bytes."""
+
+    gpu: str
+    capacity_bytes: int
+    batch_size: int
+    order: int
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    framework_overhead_bytes: int
+    conv_workspace_bytes: tuple[int, int]
+    total_bytes: int
+    fits: bool
+    max_batch_size: int | None
+    breakdown: dict[str, dict[str, int]]
+    seconds: float = 0.0
+    trace_events: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["conv_workspace_bytes"] = list(self.conv_workspace_bytes)
+        return data
+
+
+def resolve_space(space_or_config: SearchSpace | str | Path) -> tuple[SearchSpace, dict]:
+    """A space and the config's ``search:`` section (empty for a bare space)."""
+    if isinstance(space_or_config, SearchSpace):
+        return space_or_config, {}
+    data = load_mapping(space_or_config)
+    search = data.get("search") or {}
+    return SearchSpace.from_file(space_or_config), dict(search)
+
+
+def estimate(
+    space_or_config: SearchSpace | str | Path,
+    batch_size: int | None = None,
+    gpu: str | GpuProfile | int = "a100-40gb",
+    order: int | None = None,
+    hyper: SearchHyper | None = None,
+    max_batch: bool = True,
+    progress: Progress | None = None,
+) -> MemoryEstimate:
+    """Estimate the GPU memory of one search step of ``space_or_config``.
+
+    ``batch_size`` and ``order`` default to the config's ``search:`` section (else 64 and 2).
+    ``max_batch=False`` skips the largest-batch search (one trace instead of three).
+    """
+    from nasspeech.memory.batch import BatchModel, StepTracerSession
+
+    start = time.perf_counter()
+    space, search = resolve_space(space_or_config)
+    profile = get_profile(gpu)
+    batch_size = int(batch_size or search.get("batch_size", 64))
+    hyper = hyper or SearchHyper.from_search_section(search, order)
+    if order is not None and hyper.order != order:
+        hyper = SearchHyper(**{**asdict(hyper), "order": order})
+    say = progress or (lambda _msg: None)
+    notes: list[str] = []
+    say(f"tracing one order-{hyper.order} search step at batch {batch_size} (fake tensors)")
+    session = StepTracerSession(space, hyper)
+    trace = session.trace(batch_size)
+    max_bs = None
+    if max_batch:
+        model = BatchModel.fit(session, check=trace, progress=say)
+        if model is None:
+            notes.append("sizes are not linear in the batch size; max_batch_size not computed")
+        else:
+            say("searching the largest batch through the allocator model")
+            max_bs = model.max_batch(profile)
+    result = evaluate(trace, profile, hyper.order)
+    result.max_batch_size = max_bs
+    result.notes += notes
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def device_overheads(trace: Trace, profile: GpuProfile) -> tuple[int, int, tuple[int, int]]:
+    """(cuBLAS workspace inside the allocator, CUDA context outside it, conv workspace range)."""
+    cublas = overheads.cublas_workspace(profile.hopper)
+    context = overheads.CUDA_CONTEXT.value
+    conv_inputs = [a.nbytes for a in trace.allocs if a.aten.startswith("convolution")]
+    high = overheads.CONV_WORKSPACE_MAX_FACTOR.value * max(conv_inputs, default=0)
+    return cublas, context, (0, round_size(high) if high else 0)
+
+
+def evaluate(trace: Trace, profile: GpuProfile, order: int) -> MemoryEstimate:
+    """Replay ``trace`` through the allocator model and assemble the estimate."""
+    cublas, context, workspace = device_overheads(trace, profile)
+    sizes = [a.nbytes for a in trace.allocs]
+    result = replay(sizes, trace.events, trace.initial, None, preallocated=[cublas])
+    total = result.peak_reserved + context + workspace[1]
+    breakdown = breakdown_at_peak(trace)
+    breakdown["by_category"]["framework_overhead"] = cublas + context
+    return MemoryEstimate(
+        gpu=profile.name, capacity_bytes=profile.capacity_bytes, batch_size=trace.batch_size,
+        order=order, peak_allocated_bytes=result.peak_allocated,
+        peak_reserved_bytes=result.peak_reserved, framework_overhead_bytes=cublas + context,
+        conv_workspace_bytes=workspace, total_bytes=total,
+        fits=total <= profile.capacity_bytes, max_batch_size=None, breakdown=breakdown,
+        trace_events=len(trace.events),
+    )
+
+
+def breakdown_at_peak(trace: Trace) -> dict[str, dict[str, int]]:
+    """Live bytes (rounded to the allocator's 512 B) by category, component and candidate op
+    at the moment of peak allocation."""
+    rounded = [round_size(a.nbytes) for a in trace.allocs]
+    live = sum(rounded[i] for i in trace.initial)
+    peak, peak_at = live, -1
+    for k, e in enumerate(trace.events):
+        live += rounded[e] if e >= 0 else -rounded[~e]
+        if live > peak:
+            peak, peak_at = live, k
+    alive = set(trace.initial)
+    for e in trace.events[: peak_at + 1]:
+        if e >= 0:
+            alive.add(e)
+        else:
+            alive.discard(~e)
+    by_cat: dict[str, int] = defaultdict(int)
+    by_comp: dict[str, int] = defaultdict(int)
+    by_op: dict[str, int] = defaultdict(int)
+    for i in alive:
+        a = trace.allocs[i]
+        by_cat[a.category] += rounded[i]
+        by_comp[a.component] += rounded[i]
+        by_op[a.op or "(mixing, cell glue)"] += rounded[i]
+    ordered = lambda d: dict(sorted(d.items(), key=lambda kv: -kv[1]))
+    return {"by_category": ordered(by_cat), "by_component": ordered(by_comp),
+            "by_op": ordered(by_op)}

@@ -1,0 +1,142 @@
+"""The search step to trace: supernet, Architect, weight optimiser and batches, built the
+same way on real CPU tensors (for checks) or on fake tensors (for estimates)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasspeech.search.architect import Architect
+from nasspeech.search.loop import StepResult, search_step
+from nasspeech.space.config import SearchSpace
+from nasspeech.space.supernet import Supernet
+
+
+@dataclass(frozen=True)
+class SearchHyper:
+    """The hyperparameters of the search step that change what it allocates or keeps."""
+
+    order: int = 2
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0
+    alpha_lr: float = 3e-4
+    alpha_betas: tuple[float, float] = (0.5, 0.999)
+    alpha_weight_decay: float = 1e-3
+
+    @classmethod
+    def from_search_section(cls, search: dict[str, Any], order: int | None = None) -> SearchHyper:
+        """From a run config's ``search:`` section (missing keys keep their defaults)."""
+        keys = {
+            "order": "order", "lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay",
+            "grad_clip": "grad_clip", "alpha_lr": "alpha_lr", "alpha_betas": "alpha_betas",
+            "alpha_weight_decay": "alpha_weight_decay",
+        }
+        values = {mine: search[theirs] for mine, theirs in keys.items() if theirs in search}
+        if "alpha_betas" in values:
+            values["alpha_betas"] = tuple(values["alpha_betas"])
+        if order is not None:
+            values["order"] = order
+        return cls(**values)
+
+
+@dataclass
+class StepSetup:
+    """Everything :func:`nasspeech.search.loop.search_step` needs, ready to call."""
+
+    model: Supernet
+    architect: Architect
+    w_optimizer: torch.optim.Optimizer
+    train_batch: tuple[torch.Tensor, torch.Tensor]
+    val_batch: tuple[torch.Tensor, torch.Tensor]
+    hyper: SearchHyper
+    persistent: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    def run(self) -> StepResult:
+        """One search step of the toolkit (alpha step, then weight step)."""
+        h = self.hyper
+        return search_step(
+            self.model, self.architect, self.w_optimizer, self.train_batch, self.val_batch,
+            h.lr, h.grad_clip,
+        )
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.architect.optimizer, self.w_optimizer]
+
+
+def make_setup(
+    model: Supernet,
+    space: SearchSpace,
+    batch_size: int,
+    hyper: SearchHyper,
+    foreach: bool | None = None,
+) -> StepSetup:
+    """Architect, SGD and two batches around ``model``; call inside a fake mode for fakes.
+
+    ``foreach`` sets the optimisers' ``foreach`` flag (``True`` is PyTorch's default for CUDA
+    parameters, ``None`` lets PyTorch decide from the tensors' device).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    architect = Architect(
+        model, order=hyper.order, lr=hyper.alpha_lr, betas=hyper.alpha_betas,
+        weight_decay=hyper.alpha_weight_decay, w_momentum=hyper.momentum,
+        w_weight_decay=hyper.weight_decay,
+    )
+    w_optimizer = torch.optim.SGD(
+        model.weight_parameters(), lr=hyper.lr, momentum=hyper.momentum,
+        weight_decay=hyper.weight_decay, foreach=foreach,
+    )
+    if foreach is not None:
+        for group in architect.optimizer.param_groups:
+            group["foreach"] = foreach
+    train, val = make_batches(space, batch_size)
+    return StepSetup(model, architect, w_optimizer, train, val, hyper)
+
+
+def make_batches(space: SearchSpace, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A training and a validation batch of random inputs and labels."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    shape = (batch_size, *space.input_shape)
+    return [
+        (torch.randn(shape), torch.randint(0, space.num_classes, (batch_size,)))
+        for _ in range(2)
+    ]
+
+
+def fakeify(model: nn.Module, fake_mode: Any) -> nn.Module:
+    """Replace every parameter and buffer of a meta-device ``model`` by a fake CPU tensor."""
+    converter = fake_mode.fake_tensor_converter
+    memo: dict[int, torch.Tensor] = {}
+    cpu = torch.device("cpu")
+
+    def fake(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in memo:
+            memo[id(t)] = converter.from_meta_and_device(fake_mode, t.detach(), cpu)
+        return memo[id(t)]
+
+    keep = []  # keep originals alive so ids stay unique while converting
+    for module in model.modules():
+        for name, p in module._parameters.items():
+            if p is not None:
+                keep.append(p)
+                module._parameters[name] = nn.Parameter(fake(p), requires_grad=p.requires_grad)
+        for name, b in module._buffers.items():
+            if b is not None:
+                keep.append(b)
+                module._buffers[name] = fake(b)
+        if isinstance(module, nn.RNNBase):
+            module._init_flat_weights()
+    return model
+
+
+def build_fake_supernet(space: SearchSpace, fake_mode: Any) -> Supernet:
+    """The supernet of ``space`` with fake parameters: nothing is allocated."""
+    with torch.device("meta"):
+        model = space.build_supernet()
+    return fakeify(model, fake_mode)

@@ -1,0 +1,417 @@
+"""Trace every storage allocation and free of one search step, in order.
+
+The step runs on fake CPU tensors (:class:`~torch._subclasses.fake_tensor.FakeTensorMode`):
+no memory is allocated, but every aten op computes the shapes, strides and storages of its
+outputs. A :class:`~torch.utils._python_dispatch.TorchDispatchMode` stacked on top sees each
+op's outputs; a storage it has not seen before is an allocation of ``storage.nbytes()``
+bytes, and a finalizer on the storage object records its free. Each allocation is
+attributed to a component and candidate op (module forward hooks; in the backward pass, the
+autograd node, tagged with the module that created it) and to a category.
+
+The same tracer runs on real tensors too (``fake=False``), which the tests use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from nasspeech.memory import overheads
+from nasspeech.memory.cudnn_rnn import emulate_cudnn_rnns
+
+CATEGORIES = (
+    "weights", "alphas", "optimizer_state", "inputs", "gradients", "saved_activations",
+    "transient",
+)
+_OWNER_KEY = "nasspeech_memory_owner"
+_LSD = torch.ops.aten._local_scalar_dense.default
+_ADD = torch.ops.aten.add.Tensor
+_MKLDNN_RNN = torch.ops.aten.mkldnn_rnn_layer.default
+_BN_BACKWARD = torch.ops.aten.native_batch_norm_backward.default
+
+Owner = tuple[str, "str | None"]  # (component, candidate op or None)
+
+
+@dataclass(slots=True)
+class Alloc:
+    """One storage: its size and where it comes from."""
+
+    nbytes: int
+    category: str
+    component: str
+    op: str | None
+    aten: str
+    task: int = -1  # autograd graph task that allocated it (-1: not in a backward pass)
+
+
+@dataclass
+class Trace:
+    """Storages alive before the step (``initial``) and the step's events in order.
+
+    ``events[i] >= 0`` allocates ``allocs[events[i]]``; ``events[i] < 0`` frees
+    ``allocs[~events[i]]``. ``initial`` holds indices of storages alive at the start.
+    """
+
+    allocs: list[Alloc] = field(default_factory=list)
+    initial: list[int] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+    batch_size: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def initial_bytes(self) -> int:
+        return sum(self.allocs[i].nbytes for i in self.initial)
+
+    def live_curve(self) -> list[int]:
+        """Live bytes after each event, starting from the initial storages."""
+        live = self.initial_bytes()
+        curve = []
+        for e in self.events:
+            live += self.allocs[e].nbytes if e >= 0 else -self.allocs[~e].nbytes
+            curve.append(live)
+        return curve
+
+    def sizes(self) -> list[int]:
+        return [a.nbytes for a in self.allocs]
+
+    def signed_sequence(self, initial_frees: bool = True) -> list[int]:
+        """``+nbytes`` per allocation, ``-nbytes`` per free (optionally without the frees of
+        storages that existed before the step)."""
+        skip = set() if initial_frees else set(self.initial)
+        out = []
+        for e in self.events:
+            i = e if e >= 0 else ~e
+            if i not in skip:
+                n = self.allocs[i].nbytes
+                out.append(n if e >= 0 else -n)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        counts = Counter(self.allocs[e].category for e in self.events if e >= 0)
+        return {"events": len(self.events), "allocations": dict(counts)}
+
+
+def owner_map(model: nn.Module) -> dict[int, Owner]:
+    """``id(module) -> (component, candidate op)`` for every module of a supernet."""
+    owners: dict[int, Owner] = {}
+    for name, child in model.named_children():
+        for m in child.modules():
+            owners[id(m)] = (name, None)
+    components = getattr(model, "components", {})
+    for cname, comp in components.items():
+        for m in comp.modules():
+            owners[id(m)] = (cname, None)
+        for cell in getattr(comp, "cells", []):
+            for edge in getattr(cell, "edges", []):
+                for j, op_module in enumerate(edge.ops):
+                    op_name = comp.cfg.ops[edge.op_index[j]]
+                    for m in op_module.modules():
+                        owners[id(m)] = (cname, op_name)
+    return owners
+
+
+class _Tracker(TorchDispatchMode):
+    """Records new storages among op outputs and their frees."""
+
+    def __init__(self, trace: Trace, fake: bool, target: str) -> None:
+        super().__init__()
+        self.trace = trace
+        self.fake = fake
+        self.target = target
+        self.live: dict[int, int] = {}  # id(storage object) -> alloc index
+        self.stack: list[Owner | None] = []
+        self.closed = False
+        self.task_last_event: dict[int, int] = {}
+        self.pending: tuple[int, int, int, int] | None = None
+        self.alias: dict[int, int] = {}
+        self.ops_seen: set[Any] = set()
+
+    # -- storages ----------------------------------------------------------------------
+    def adopt(self, tensors: Iterable[torch.Tensor], category: str, owner: Owner) -> None:
+        """Register storages that exist before the step (parameters, state, batches)."""
+        for t in tensors:
+            s = t.untyped_storage()
+            if id(s) in self.live or s.nbytes() == 0:
+                continue
+            index = self._new(s, s.nbytes(), category, owner, "initial", -1)
+            self.trace.initial.append(index)
+
+    def _new(self, s: Any, nbytes: int, category: str, owner: Owner | None, aten: str,
+             task: int) -> int:
+        comp, op = owner if owner is not None else ("other", None)
+        index = len(self.trace.allocs)
+        self.trace.allocs.append(Alloc(nbytes, category, comp, op, aten, task))
+        key = id(s)
+        self.live[key] = index
+        weakref.finalize(s, self._free, key, index)
+        return index
+
+    def _free(self, key: int, index: int) -> None:
+        if self.live.get(key) == index:
+            del self.live[key]
+        if not self.closed:
+            self._event(~self.alias.pop(index, index))
+
+    def _event(self, e: int) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None and e < 0:
+            result, position, old, other = pending
+            if ~e == old:
+                # autograd accumulated two gradients with ``old + new`` and dropped ``old``
+                # at once: on real tensors the engine adds in place into ``old`` there (it
+                # never does for tensor subclasses such as FakeTensor), so the sum lives in
+                # ``old``'s storage and no new storage is allocated
+                del self.trace.events[position]
+                self.trace.allocs[result].category = "merged"
+                self.alias[result] = old
+                return
+            if ~e == other:  # the incoming gradient may be released first
+                self.pending = pending
+        self.trace.events.append(e)
+        task = torch._C._current_graph_task_id()
+        if task != -1:
+            self.task_last_event[task] = len(self.trace.events) - 1
+
+    # -- dispatch ----------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.fake and func is _LSD:
+            return _scalar(args[0])
+        out = func(*args, **(kwargs or {}))
+        if self.fake and func is _BN_BACKWARD:
+            out = _bn_backward_layout(out, args)
+        if self.closed:
+            return out
+        self.ops_seen.add(func)
+        if isinstance(out, torch.Tensor):
+            self._record(func, out, 0, args)
+        elif isinstance(out, (tuple, list)):
+            for i, t in enumerate(out):
+                if isinstance(t, torch.Tensor):
+                    self._record(func, t, i, args)
+        return out
+
+    def _record(self, func: Any, t: torch.Tensor, index: int, args: tuple) -> None:
+        s = t.untyped_storage()
+        if id(s) in self.live:
+            return
+        nbytes = s.nbytes()
+        if func is _MKLDNN_RNN and index == 3 and self.fake:
+            nbytes = self._rnn_workspace(args)
+        if nbytes == 0:
+            return
+        task = torch._C._current_graph_task_id()
+        if task != -1:
+            node = torch._C._current_autograd_node()
+            owner = node.metadata.get(_OWNER_KEY) if node is not None else None
+            category = "gradients"
+        else:
+            owner = self.stack[-1] if self.stack else None
+            category = "transient"
+        index = self._new(s, nbytes, category, owner, func.__name__, task)
+        self._event(index)
+        if task != -1 and func is _ADD:
+            old = args[0]
+            if isinstance(old, torch.Tensor) and old.shape == t.shape and _dense(old):
+                new = args[1]
+                self.pending = (
+                    index, len(self.trace.events) - 1, self._index_of(old),
+                    self._index_of(new) if isinstance(new, torch.Tensor) else -1,
+                )
+
+    def _index_of(self, t: torch.Tensor) -> int:
+        index = self.live.get(id(t.untyped_storage()), -1)
+        return self.alias.get(index, index)
+
+    def _rnn_workspace(self, args: tuple) -> int:
+        if self.target == "cpu":
+            return overheads.mkldnn_rnn_workspace_bytes(args)
+        # CUDA: cuDNN keeps a reserve space instead. Arguments: (input (T, B, I), w0..w3,
+        # hx, cx, reverse, batch_sizes, mode, hidden_size, ...)
+        x, hidden = args[0], int(args[10])
+        return overheads.cudnn_rnn_reserve_bytes("lstm", x.shape[0], x.shape[1], hidden)
+
+    # -- hooks -------------------------------------------------------------------------
+    def mark_saved(self, t: torch.Tensor) -> None:
+        index = self.live.get(id(t.untyped_storage()))
+        if index is not None:
+            alloc = self.trace.allocs[index]
+            if alloc.category == "transient":
+                alloc.category = "saved_activations"
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: some permutation of the dims is contiguous."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _bn_backward_layout(out: Any, args: tuple) -> Any:
+    """The CPU and CUDA batch-norm backward kernels lay the input gradient out like the
+    input (e.g. channels-last); PyTorch's fake kernel copies the output gradient's strides."""
+    grad_input, x = out[0], args[1]
+    if grad_input is None or grad_input.stride() == x.stride() or not _dense(x):
+        return out
+    return (torch.empty_like(x), *out[1:])
+
+
+def _scalar(t: torch.Tensor) -> Any:
+    if t.dtype.is_floating_point:
+        return 1.0
+    return False if t.dtype == torch.bool else 0
+
+
+def _tag_nodes(out: Any, owner: Owner | None) -> None:
+    tensors = out if isinstance(out, (tuple, list)) else (out,)
+    todo = [t.grad_fn for t in tensors if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    while todo:
+        node = todo.pop()
+        meta = node.metadata
+        if _OWNER_KEY in meta:
+            continue
+        meta[_OWNER_KEY] = owner
+        todo.extend(n for n, _ in node.next_functions if n is not None)
+
+
+class StepTracer:
+    """Context for tracing: ``with StepTracer(model, ...) as tr: step()``; then ``tr.trace``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        persistent: dict[str, list[torch.Tensor]],
+        fake_mode: Any = None,
+        target: str = "cuda",
+        batch_size: int = 0,
+    ) -> None:
+        if target not in ("cuda", "cpu"):
+            raise ValueError(f"target must be 'cuda' or 'cpu', got {target!r}")
+        self.trace = Trace(batch_size=batch_size, meta={"target": target})
+        self.fake_mode = fake_mode
+        self.tracker = _Tracker(self.trace, fake_mode is not None, target)
+        self.owners = owner_map(model)
+        alpha_ids = {id(a) for a in getattr(model, "alpha_parameters", list)()}
+        param_owner = {}
+        for mname, module in model.named_modules():
+            for p in module.parameters(recurse=False):
+                param_owner[id(p)] = self.owners.get(id(module), ("other", None))
+            for b in module.buffers(recurse=False):
+                param_owner[id(b)] = self.owners.get(id(module), ("other", None))
+        for category, tensors in persistent.items():
+            for t in tensors:
+                owner = param_owner.get(id(t), ("other", None))
+                cat = "alphas" if id(t) in alpha_ids and category == "weights" else category
+                self.tracker.adopt([t], cat, owner)
+        self._handles: list[Any] = []
+        self._contexts: list[Any] = []
+
+    def _pre(self, module: nn.Module, args: Any) -> None:
+        stack = self.tracker.stack
+        owner = self.owners.get(id(module))
+        stack.append(owner if owner is not None else (stack[-1] if stack else None))
+
+    def _post(self, module: nn.Module, args: Any, out: Any) -> None:
+        owner = self.tracker.stack.pop()
+        if torch.is_grad_enabled():
+            _tag_nodes(out, owner)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        self.tracker.mark_saved(t)
+        return t.detach()
+
+    def __enter__(self) -> StepTracer:  # noqa: PYI034
+        from torch.nn.modules import module as mod
+
+        self._handles = [
+            mod.register_module_forward_pre_hook(self._pre),
+            mod.register_module_forward_hook(self._post, always_call=True),
+        ]
+        self._contexts = [torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)]
+        if self.fake_mode is not None:
+            self._contexts.insert(0, self.fake_mode)
+        self._contexts.append(self.tracker)
+        for c in self._contexts:
+            c.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tracker.closed = True
+        for c in reversed(self._contexts):
+            c.__exit__(*exc)
+        for h in self._handles:
+            h.remove()
+        self._finish()
+
+    def _finish(self) -> None:
+        """Backward allocations freed before their backward pass ended are transient."""
+        trace, last = self.trace, self.tracker.task_last_event
+        trace.meta["aten_ops"] = sorted({f"aten::{f.__name__.split('.')[0]}"
+                                         for f in self.tracker.ops_seen})
+        freed_at = {~e: i for i, e in enumerate(trace.events) if e < 0}
+        for i, a in enumerate(trace.allocs):
+            freed = freed_at.get(i, len(trace.events))
+            if a.category == "gradients" and a.task != -1 and freed <= last.get(a.task, -1):
+                a.category = "transient"
+
+
+def persistent_tensors(setup: Any) -> dict[str, list[torch.Tensor]]:
+    """The storages alive before a step: weights (and alphas), buffers, optimiser state,
+    gradients left by the previous step, and the two batches."""
+    model = setup.model
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    state = []
+    for opt in setup.optimizers():
+        for st in opt.state.values():
+            state.extend(v for v in st.values() if isinstance(v, torch.Tensor))
+    return {
+        "weights": list(model.parameters()) + list(model.buffers()),
+        "gradients": grads,
+        "optimizer_state": state,
+        "inputs": [*setup.train_batch, *setup.val_batch],
+    }
+
+
+def trace_step(
+    setup: Any,
+    fake_mode: Any = None,
+    target: str = "cuda",
+    warmup: bool = True,
+    step: Callable[[], Any] | None = None,
+) -> Trace:
+    """Trace one search step of ``setup`` (after an untraced warm-up step that creates the
+    optimiser state and leaves the gradients a steady-state step starts with)."""
+    step = step or setup.run
+    rnns = emulate_cudnn_rnns(setup.model) if target == "cuda" else contextlib.nullcontext()
+    with rnns:
+        if warmup:
+            if fake_mode is not None:
+                with fake_mode, _ScalarMode():
+                    step()
+            else:
+                step()
+        tracer = StepTracer(
+            setup.model, persistent_tensors(setup), fake_mode, target,
+            batch_size=int(setup.train_batch[0].shape[0]),
+        )
+        with tracer:
+            step()
+    return tracer.trace
+
+
+class _ScalarMode(TorchDispatchMode):
+    """Answers ``.item()`` on fake tensors (the step logs losses) with a harmless constant."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is _LSD:
+            return _scalar(args[0])
+        return func(*args, **(kwargs or {}))
