@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nasspeech {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `nasspeech ops --json | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
