@@ -82,7 +82,7 @@ def custom_profile(capacity_bytes: int, name: str | None = None) -> GpuProfile:
     if capacity_bytes <= 0:
         raise ValueError(f"GPU capacity must be positive, got {capacity_bytes} bytes")
     return GpuProfile(
-        name or f"custom-{capacity_bytes / GiB:.1f}GiB", capacity_bytes,
+        name or f"custom-{capacity_bytes / MiB:.0f}MiB", capacity_bytes,
         "user-given capacity", "user",
     )
 
