@@ -39,6 +39,7 @@ class MemoryEstimate:
     seconds: float = 0.0
     trace_events: int = 0
     notes: list[str] = field(default_factory=list)
+    per_op: list[dict[str, Any]] | None = None  # marginal cost of each op (per_op=True)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -62,12 +63,14 @@ def estimate(
     order: int | None = None,
     hyper: SearchHyper | None = None,
     max_batch: bool = True,
+    per_op: bool = False,
     progress: Progress | None = None,
 ) -> MemoryEstimate:
     """Estimate the GPU memory of one search step of ``space_or_config``.
 
     ``batch_size`` and ``order`` default to the config's ``search:`` section (else 64 and 2).
-    ``max_batch=False`` skips the largest-batch search (one trace instead of three).
+    ``max_batch=False`` skips the largest-batch search (one trace instead of three);
+    ``per_op=True`` adds what removing each candidate op saves (from the same trace).
     """
     from nasspeech.memory.batch import BatchModel, StepTracerSession
 
@@ -93,6 +96,12 @@ def estimate(
             max_bs = model.max_batch(profile)
     result = evaluate(trace, profile, hyper.order)
     result.max_batch_size = max_bs
+    if per_op:
+        from nasspeech.memory.per_op import per_op_costs
+
+        say("replaying the trace without each candidate op")
+        costs = per_op_costs(space, batch_size, profile, hyper, trace=trace)
+        result.per_op = [asdict(c) for c in costs]
     result.notes += notes
     result.seconds = round(time.perf_counter() - start, 3)
     return result

@@ -9,8 +9,8 @@ with the op removed from the op set (one trace per op).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from nasspeech.memory.allocator import replay
 from nasspeech.memory.estimate import device_overheads

@@ -9,8 +9,8 @@ kept ops x kept edges x kept cells, divided by K, times the batch-size ratio.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from nasspeech.memory.estimate import MemoryEstimate, evaluate
 from nasspeech.memory.per_op import per_op_costs
@@ -40,7 +40,7 @@ def _kept(space: SearchSpace, base: SearchSpace, batch: int, base_batch: int) ->
     return kept
 
 
-def _candidates(space: SearchSpace, costs) -> list[tuple[str, dict]]:  # noqa: ANN001
+def _candidates(space: SearchSpace, costs) -> list[tuple[str, dict]]:
     out: list[tuple[str, dict]] = []
     for comp in space.components:
         ranked = [c.op for c in costs if c.component == comp.name]

@@ -51,6 +51,13 @@ def render(est: MemoryEstimate) -> str:
              "by_op": "at peak, by candidate op"}
     for key, title in names.items():
         lines += _table(title, est.breakdown[key]) + [""]
+    if est.per_op:
+        lines.append(f"{'what removing an op saves':<36} {'allocated':>10} {'reserved':>10}")
+        for c in est.per_op:
+            lines.append(f"  {c['component'] + '/' + c['op']:<34} "
+                         f"{fmt_bytes(c['saves_allocated_bytes']):>10} "
+                         f"{fmt_bytes(c['saves_reserved_bytes']):>10}")
+        lines.append("")
     lines.append(f"({est.trace_events} allocator events traced in {est.seconds:.1f} s; "
                  "device constants uncalibrated, see docs/memory.md)")
     lines += [f"note: {n}" for n in est.notes]

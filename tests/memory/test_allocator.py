@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nasspeech.memory.allocator import (
-    MiB,
     CachingAllocatorModel,
+    MiB,
     OutOfMemory,
     replay,
     round_size,

@@ -20,7 +20,7 @@ search: {batch_size: 4, order: 1}
 """
 
 
-def test_estimate_json_has_the_documented_keys(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_estimate_json_has_the_documented_keys(tmp_path, capsys) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(CONFIG)
     assert main(["estimate", str(path), "--json", "--gpu", "t4"]) == 0
@@ -36,7 +36,7 @@ def test_estimate_json_has_the_documented_keys(tmp_path, capsys) -> None:  # noq
     assert data["peak_reserved_bytes"] >= data["peak_allocated_bytes"]
 
 
-def test_unknown_gpu_lists_known_ones(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_unknown_gpu_lists_known_ones(tmp_path, capsys) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(CONFIG)
     assert main(["estimate", str(path), "--gpu", "a100-41gb"]) == 2
@@ -44,7 +44,7 @@ def test_unknown_gpu_lists_known_ones(tmp_path, capsys) -> None:  # noqa: ANN001
     assert "a100-41gb" in err and "a100-40gb" in err and "h100-80gb" in err
 
 
-def test_invalid_config_names_the_field(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_invalid_config_names_the_field(tmp_path, capsys) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(CONFIG.replace("cells: 2", "cells: 0"))
     assert main(["estimate", str(path)]) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from helpers import cnn_space, lstm_space
 
@@ -11,13 +13,13 @@ from nasspeech.memory.profiles import get_profile
 from nasspeech.memory.setup import SearchHyper
 
 
-def _peak(space, batch=4, order=1):  # noqa: ANN001, ANN202
+def _peak(space, batch=4, order=1):
     est = estimate(space, batch, order=order, max_batch=False)
     return est.peak_allocated_bytes, est.peak_reserved_bytes
 
 
 def _grows(values: list[tuple[int, int]]) -> bool:
-    return all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(values, values[1:]))
+    return all(a[0] < b[0] and a[1] <= b[1] for a, b in itertools.pairwise(values))
 
 
 def test_grows_with_batch_size() -> None:
@@ -41,7 +43,7 @@ def test_grows_with_cells_and_nodes() -> None:
 
 
 @pytest.mark.parametrize("make", [lambda: cnn_space(size=8), lambda: lstm_space()])
-def test_second_order_is_never_below_first(make) -> None:  # noqa: ANN001
+def test_second_order_is_never_below_first(make) -> None:
     first, second = _peak(make(), 3, order=1), _peak(make(), 3, order=2)
     assert second[0] >= first[0] and second[1] >= first[1]
 

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DARTS order; default: the config's search.order, else 2")
     parser.add_argument("--no-max-batch", action="store_true",
                         help="skip the largest-batch search (one trace instead of three)")
+    parser.add_argument("--per-op", action="store_true",
+                        help="also list what removing each candidate op would save")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     hyper = SearchHyper.from_search_section(search, order)
     result = estimate(space, batch, profile, hyper.order, hyper=hyper,
-                      max_batch=not args.no_max_batch, progress=progress)
+                      max_batch=not args.no_max_batch, per_op=args.per_op, progress=progress)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
