@@ -31,7 +31,7 @@ def run_estimate(max_batch: bool = True) -> tuple[float, object]:
     return time.perf_counter() - start, est
 
 
-def test_emodarts_estimate_speed(benchmark) -> None:  # noqa: ANN001
+def test_emodarts_estimate_speed(benchmark) -> None:
     seconds, est = benchmark.pedantic(run_estimate, rounds=1, iterations=1)
     benchmark.extra_info.update(seconds=seconds, events=est.trace_events,
                                 peak_reserved=est.peak_reserved_bytes)
@@ -52,8 +52,8 @@ def main() -> None:
         lines = [
             "# Speed of `nasspeech estimate` on the full emoDARTS config",
             "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), Python "
-            f"{platform.python_version()}, torch {__import__('torch').__version__} (CPU).",
+            (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), Python "
+            f"{platform.python_version()}, torch {__import__('torch').__version__} (CPU)."),
             "Config: examples/emodarts.yaml, batch 64, order 2, A100-40GB.",
             "",
             "| largest-batch search | wall time (s) | traced events | target |",

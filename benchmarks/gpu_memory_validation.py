@@ -33,7 +33,7 @@ SEQ_ALL = ["lstm_1", "lstm_2", "lstm_3", "lstm_4", "lstm_att_1", "lstm_att_2", "
            "rnn_3", "rnn_4", "rnn_att_1", "rnn_att_2", "skip_connect", "none"]
 
 
-def _space(name, cnn_ops, cells, nodes, channels, size=32, seq=None):  # noqa: ANN001, ANN202
+def _space(name, cnn_ops, cells, nodes, channels, size=32, seq=None):
     from nasspeech.space.config import SearchSpace
 
     comps = [{"name": "cnn", "family": "cnn", "ops": cnn_ops, "cells": cells, "nodes": nodes,
@@ -74,7 +74,7 @@ def configs() -> list[tuple[str, object, int, int]]:
     return out
 
 
-def measure(space, batch: int, order: int) -> tuple[int, int]:  # noqa: ANN001
+def measure(space, batch: int, order: int) -> tuple[int, int]:
     from nasspeech.memory.setup import SearchHyper, make_setup
 
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def measure(space, batch: int, order: int) -> tuple[int, int]:  # noqa: ANN001
     return result
 
 
-def runs(space, batch: int, order: int) -> bool:  # noqa: ANN001
+def runs(space, batch: int, order: int) -> bool:
     try:
         measure(space, batch, order)
         return True
@@ -101,7 +101,7 @@ def runs(space, batch: int, order: int) -> bool:  # noqa: ANN001
         return False
 
 
-def max_batch_check(space, order: int, allowed_bytes: int) -> dict:  # noqa: ANN001
+def max_batch_check(space, order: int, allowed_bytes: int) -> dict:
     """Predicted largest batch under an allocator limit; does it run, does +5 % OOM?"""
     from nasspeech.memory import overheads
     from nasspeech.memory.batch import BatchModel, StepTracerSession
@@ -164,21 +164,21 @@ def _err(pred: int, meas: int) -> float:
     return 100.0 * (pred - meas) / meas if meas else float("nan")
 
 
-def write(device: str, ctx: int, rows: list, checks: list) -> None:  # noqa: ANN001
+def write(device: str, ctx: int, rows: list, checks: list) -> None:
     err_a = [abs(_err(r[3], r[4])) for r in rows]
     err_r = [abs(_err(r[5], r[6])) for r in rows]
     mib = 1024**2
     lines = [
         "# GPU memory: predicted vs measured",
         "",
-        f"Device: {device}; torch {torch.__version__}; CUDA context measured "
-        f"{ctx / mib:.0f} MiB (constant in overheads.py: see docs/memory.md).",
+        (f"Device: {device}; torch {torch.__version__}; CUDA context measured "
+        f"{ctx / mib:.0f} MiB (constant in overheads.py: see docs/memory.md)."),
         "",
-        f"Median |error|: allocated {statistics.median(err_a):.2f} %, reserved "
-        f"{statistics.median(err_r):.2f} % (targets 2 % / 5 %).",
+        (f"Median |error|: allocated {statistics.median(err_a):.2f} %, reserved "
+        f"{statistics.median(err_r):.2f} % (targets 2 % / 5 %)."),
         "",
-        "| config | batch | order | pred. alloc MiB | meas. alloc MiB | err % | "
-        "pred. reserved MiB | meas. reserved MiB | err % | estimate s |",
+        ("| config | batch | order | pred. alloc MiB | meas. alloc MiB | err % | "
+        "pred. reserved MiB | meas. reserved MiB | err % | estimate s |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, b, o, pa, ma, pr, mr, t in rows:
