@@ -55,7 +55,7 @@ def per_op_costs(
     """Every removable candidate op of every component with what removing it saves, costliest
     first. ``none`` ops cost nothing (mixed ops skip them) and are left out."""
     from nasspeech.memory.batch import trace_at
-    from nasspeech.memory.estimate import breakdown_at_peak
+    from nasspeech.memory.estimate import breakdown_at_peak, op_key
 
     profile = get_profile(gpu)
     hyper = hyper or SearchHyper()
@@ -78,5 +78,5 @@ def per_op_costs(
             else:
                 alloc, res = _peaks(trace, profile, (comp.name, name))
             costs.append(OpCost(comp.name, name, base_alloc - alloc, base_res - res,
-                                own.get(name, 0)))
+                                own.get(op_key(comp.name, name), 0)))
     return sorted(costs, key=lambda c: -c.saves_allocated_bytes)

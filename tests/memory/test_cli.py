@@ -32,7 +32,7 @@ def test_estimate_json_has_the_documented_keys(tmp_path, capsys) -> None:
     assert data["gpu"] == "t4" and data["fits"] is True and data["max_batch_size"] > 4
     cats = data["breakdown"]["by_category"]
     assert {"weights", "saved_activations", "framework_overhead"} <= set(cats)
-    assert set(data["breakdown"]["by_op"]) >= {"sep_conv_3x3", "max_pool_3x3"}
+    assert set(data["breakdown"]["by_op"]) >= {"cnn/sep_conv_3x3", "cnn/max_pool_3x3"}
     assert data["peak_reserved_bytes"] >= data["peak_allocated_bytes"]
 
 
