@@ -22,14 +22,20 @@ def _grows(values: list[tuple[int, int]]) -> bool:
     return all(a[0] < b[0] and a[1] <= b[1] for a, b in itertools.pairwise(values))
 
 
-def test_grows_with_batch_size() -> None:
-    session = StepTracerSession(cnn_space(size=8), SearchHyper(order=1))
-    model = BatchModel.fit(session)
+@pytest.fixture(scope="module")
+def batch_model() -> BatchModel:
+    """Sizes vs batch, fitted on traces at 2 and 3 and checked exactly against one at 5."""
+    model = BatchModel.fit(StepTracerSession(cnn_space(size=8), SearchHyper(order=1)))
     assert model is not None
-    peaks = [model.peak_allocated_lower_bound(b) for b in (1, 2, 4, 8, 16, 64, 256)]
+    return model
+
+
+def test_grows_with_batch_size(batch_model: BatchModel) -> None:
+    peaks = [batch_model.peak_allocated_lower_bound(b) for b in (1, 2, 4, 8, 16, 64, 256)]
     assert peaks == sorted(peaks) and len(set(peaks)) == len(peaks)
-    direct = [_peak(cnn_space(size=8), b) for b in (2, 6)]  # traced, not extrapolated
-    assert _grows(direct)
+    gpu = get_profile("a100-40gb")
+    assert [batch_model.fits(b, gpu) for b in (1, 64, 10**6)] == [True, True, False]
+    assert _grows([_peak(cnn_space(size=8), b) for b in (2, 6)])  # traced, not extrapolated
 
 
 def test_grows_with_ops() -> None:
@@ -48,9 +54,8 @@ def test_second_order_is_never_below_first(make) -> None:
     assert second[0] >= first[0] and second[1] >= first[1]
 
 
-def test_max_batch_fits_and_five_percent_more_does_not() -> None:
-    session = StepTracerSession(cnn_space(size=8), SearchHyper(order=1))
-    model = BatchModel.fit(session)
+def test_max_batch_fits_and_five_percent_more_does_not(batch_model: BatchModel) -> None:
+    model = batch_model
     gpu = get_profile("560MiB")  # little room above the CUDA context
     best = model.max_batch(gpu)
     assert best >= 8
