@@ -27,8 +27,9 @@ class StepTracerSession:
     """One fake supernet, traced at several batch sizes: the first trace runs an untraced
     warm-up step; each traced step leaves the steady state the next one starts from."""
 
-    def __init__(self, space: SearchSpace, hyper: SearchHyper, target: str = "cuda") -> None:
-        self.space, self.target = space, target
+    def __init__(self, space: SearchSpace, hyper: SearchHyper, target: str = "cuda",
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.space, self.target, self.progress = space, target, progress
         self.fake_mode = FakeTensorMode()
         model = build_fake_supernet(space, self.fake_mode)
         with self.fake_mode:
@@ -40,7 +41,8 @@ class StepTracerSession:
         with self.fake_mode:
             fresh = make_batches(self.space, batch_size)
         self.setup.train_batch, self.setup.val_batch = fresh
-        trace = trace_step(self.setup, self.fake_mode, self.target, warmup=not self.warm)
+        trace = trace_step(self.setup, self.fake_mode, self.target, warmup=not self.warm,
+                           progress=self.progress)
         self.warm = True
         return trace
 

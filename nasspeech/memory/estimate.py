@@ -84,7 +84,7 @@ def estimate(
     say = progress or (lambda _msg: None)
     notes: list[str] = []
     say(f"tracing one order-{hyper.order} search step at batch {batch_size} (fake tensors)")
-    session = StepTracerSession(space, hyper)
+    session = StepTracerSession(space, hyper, progress=progress)
     trace = session.trace(batch_size)
     max_bs = None
     if max_batch:

@@ -32,6 +32,7 @@ CATEGORIES = (
     "transient",
 )
 _OWNER_KEY = "nasspeech_memory_owner"
+PROGRESS_EVERY = 50_000
 _LSD = torch.ops.aten._local_scalar_dense.default
 _ADD = torch.ops.aten.add.Tensor
 _MKLDNN_RNN = torch.ops.aten.mkldnn_rnn_layer.default
@@ -120,8 +121,10 @@ def owner_map(model: nn.Module) -> dict[int, Owner]:
 class _Tracker(TorchDispatchMode):
     """Records new storages among op outputs and their frees."""
 
-    def __init__(self, trace: Trace, fake: bool, target: str) -> None:
+    def __init__(self, trace: Trace, fake: bool, target: str,
+                 progress: Callable[[str], None] | None = None) -> None:
         super().__init__()
+        self.progress = progress
         self.trace = trace
         self.fake = fake
         self.target = target
@@ -175,6 +178,8 @@ class _Tracker(TorchDispatchMode):
             if ~e == other:  # the incoming gradient may be released first
                 self.pending = pending
         self.trace.events.append(e)
+        if self.progress is not None and len(self.trace.events) % PROGRESS_EVERY == 0:
+            self.progress(f"  {len(self.trace.events)} allocator events so far")
         task = torch._C._current_graph_task_id()
         if task != -1:
             self.task_last_event[task] = len(self.trace.events) - 1
@@ -293,12 +298,13 @@ class StepTracer:
         fake_mode: Any = None,
         target: str = "cuda",
         batch_size: int = 0,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         if target not in ("cuda", "cpu"):
             raise ValueError(f"target must be 'cuda' or 'cpu', got {target!r}")
         self.trace = Trace(batch_size=batch_size, meta={"target": target})
         self.fake_mode = fake_mode
-        self.tracker = _Tracker(self.trace, fake_mode is not None, target)
+        self.tracker = _Tracker(self.trace, fake_mode is not None, target, progress)
         self.owners = owner_map(model)
         alpha_ids = {id(a) for a in getattr(model, "alpha_parameters", list)()}
         param_owner = {}
@@ -387,6 +393,7 @@ def trace_step(
     target: str = "cuda",
     warmup: bool = True,
     step: Callable[[], Any] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Trace:
     """Trace one search step of ``setup`` (after an untraced warm-up step that creates the
     optimiser state and leaves the gradients a steady-state step starts with)."""
@@ -401,7 +408,7 @@ def trace_step(
                 step()
         tracer = StepTracer(
             setup.model, persistent_tensors(setup), fake_mode, target,
-            batch_size=int(setup.train_batch[0].shape[0]),
+            batch_size=int(setup.train_batch[0].shape[0]), progress=progress,
         )
         with tracer:
             step()
