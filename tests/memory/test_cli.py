@@ -60,3 +60,13 @@ def test_profiles() -> None:
     assert get_profile("24GiB").capacity_bytes == 24 * 1024**3
     with pytest.raises(UnknownGpuError):
         get_profile("tpu")
+
+
+def test_plan_ranks_fitting_configurations(tmp_path, capsys) -> None:  # noqa: ANN001
+    path = tmp_path / "run.yaml"
+    path.write_text(CONFIG)
+    # a device with little room above the CUDA context: the space as given does not fit
+    assert main(["plan", str(path), "--gpu", "525MiB", "--batch-size", "64", "--limit", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "does NOT fit" in out and "rank" in out
+    assert "batch size 4" in out and "drop sep_conv_3x3" in out  # smaller batch, fewer ops

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: the config's search.batch_size, else 64")
     parser.add_argument("--order", type=int, choices=(1, 2), default=None)
     parser.add_argument("--top", type=int, default=10, help="how many plans to show")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="trace at most this many candidates (each costs one trace)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if batch < 1:
         raise CLIError(f"--batch-size must be >= 1, got {batch}")
     hyper = SearchHyper.from_search_section(search, args.order or search.get("order"))
-    base, plans = plan(space, batch, profile, hyper,
+    base, plans = plan(space, batch, profile, hyper, limit=args.limit,
                        progress=lambda m: print(f"... {m}", file=sys.stderr))
     verdict = "fits" if base.fits else "does NOT fit"
     print(f"As given: batch {batch}, order {hyper.order}: {fmt_bytes(base.total_bytes)} of "
