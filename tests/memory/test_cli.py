@@ -62,7 +62,7 @@ def test_profiles() -> None:
         get_profile("tpu")
 
 
-def test_plan_ranks_fitting_configurations(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_plan_ranks_fitting_configurations(tmp_path, capsys) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(CONFIG)
     # a device with little room above the CUDA context: the space as given does not fit
