@@ -142,10 +142,15 @@ def evaluate(trace: Trace, profile: GpuProfile, order: int) -> MemoryEstimate:
     )
 
 
+_OUTSIDE_COMPONENTS = ("other", "classifier", "handovers")
+
+
 def op_key(component: str, op: str | None) -> str:
     """``component/op``; allocations of a component outside its candidate ops (preprocessing,
     weighted sums, concatenation) are ``component/(cell glue)``."""
-    return f"{component}/{op}" if op else f"{component}/(cell glue)"
+    if op:
+        return f"{component}/{op}"
+    return component if component in _OUTSIDE_COMPONENTS else f"{component}/(cell glue)"
 
 
 def breakdown_at_peak(trace: Trace) -> dict[str, dict[str, int]]:
