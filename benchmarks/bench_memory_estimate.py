@@ -3,8 +3,8 @@
     pytest benchmarks/bench_memory_estimate.py            # asserts the 10 s target
     python benchmarks/bench_memory_estimate.py --write     # also records the result
 
-The estimate includes the largest-batch search (three traces: at 64, 2 and 3, plus one
-untraced warm-up step, then allocator replays). ``--no-max-batch`` timing is recorded too.
+The estimate includes the largest-batch search (three traces: at 64, 2 and 3, then
+allocator replays). ``--no-max-batch`` timing is recorded too.
 """
 
 from __future__ import annotations

@@ -16,7 +16,14 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from nasspeech.memory.allocator import replay, round_size
 from nasspeech.memory.profiles import GpuProfile
-from nasspeech.memory.setup import SearchHyper, build_fake_supernet, make_batches, make_setup
+from nasspeech.memory.setup import (
+    SearchHyper,
+    build_fake_supernet,
+    make_batches,
+    make_setup,
+    prime_state,
+    state_matches,
+)
 from nasspeech.memory.trace import Trace, trace_step
 from nasspeech.space.config import SearchSpace
 
@@ -38,12 +45,26 @@ class StepTracerSession:
         self.warm = False
 
     def trace(self, batch_size: int) -> Trace:
+        """Trace one step at ``batch_size``. The first trace starts from a primed steady
+        state (no warm-up step); if the step turns out to leave a different state, it is
+        traced again after a real warm-up step."""
         with self.fake_mode:
             fresh = make_batches(self.space, batch_size)
         self.setup.train_batch, self.setup.val_batch = fresh
-        trace = trace_step(self.setup, self.fake_mode, self.target, warmup=not self.warm,
+        if self.warm:
+            return trace_step(self.setup, self.fake_mode, self.target, warmup=False,
+                              progress=self.progress)
+        with self.fake_mode:
+            primed = prime_state(self.setup)
+        trace = trace_step(self.setup, self.fake_mode, self.target, warmup=False,
                            progress=self.progress)
         self.warm = True
+        if not state_matches(self.setup, primed):
+            trace = trace_step(self.setup, self.fake_mode, self.target, warmup=False,
+                               progress=self.progress)
+            trace.meta["primed"] = False
+        else:
+            trace.meta["primed"] = True
         return trace
 
 

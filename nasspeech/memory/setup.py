@@ -140,3 +140,38 @@ def build_fake_supernet(space: SearchSpace, fake_mode: Any) -> Supernet:
     with torch.device("meta"):
         model = space.build_supernet()
     return fakeify(model, fake_mode)
+
+
+def prime_state(setup: StepSetup) -> dict[str, Any]:
+    """Put ``setup`` into the state a previous search step leaves, without running one:
+    SGD momentum buffers, Adam step/moments, and a gradient on every parameter (the weight
+    step leaves the weights' gradients, the alpha step the alphas'). Call inside the fake
+    mode. Returns what was created, for :func:`state_matches` after the traced step."""
+    params = list(setup.model.parameters())
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    if setup.hyper.momentum:
+        for group in setup.w_optimizer.param_groups:  # the order SGD creates them in
+            for p in group["params"]:
+                setup.w_optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    for p in setup.architect.alphas:
+        setup.architect.optimizer.state[p] = {
+            "step": torch.tensor(0.0),
+            "exp_avg": torch.zeros_like(p),
+            "exp_avg_sq": torch.zeros_like(p),
+        }
+    return {"grads": {id(p) for p in params}, "state": _state_layout(setup)}
+
+
+def state_matches(setup: StepSetup, primed: dict[str, Any]) -> bool:
+    """Whether the step left exactly the state :func:`prime_state` assumed."""
+    grads = {id(p) for p in setup.model.parameters() if p.grad is not None}
+    return grads == primed["grads"] and _state_layout(setup) == primed["state"]
+
+
+def _state_layout(setup: StepSetup) -> list:
+    return [
+        sorted((id(p), k, tuple(v.shape)) for p, st in opt.state.items() for k, v in st.items()
+               if isinstance(v, torch.Tensor))
+        for opt in setup.optimizers()
+    ]
