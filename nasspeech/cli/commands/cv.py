@@ -1,0 +1,33 @@
+"""``nasspeech cv CONFIG``."""
+
+from __future__ import annotations
+
+import argparse
+
+from nasspeech.cli.commands._run import load_config, workflow_errors
+
+NAME = "cv"
+HELP = "cross-validate: per fold search -> retrain -> test, then mean ± std tables"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="run config (YAML/JSON)")
+    p.add_argument("--folds", type=int, nargs="*", default=None, help="fold indices (default all)")
+    p.add_argument("--baseline", action="append", default=[],
+                   help="also run a baseline per fold (cnn, cnn_lstm, cnn_lstm_att); repeatable")
+    p.add_argument("--out", default=None, help="run directory (default runs/<name>/cv)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nasspeech.workflow.cv import run_cv
+    from nasspeech.workflow.datasets import load_run_data
+
+    with workflow_errors():
+        config = load_config(args.config)
+        data = load_run_data(config, progress=not args.quiet)
+        res = run_cv(config, data, args.out or f"runs/{config.name}/cv", folds=args.folds,
+                     baselines=tuple(args.baseline), progress=not args.quiet)
+    print(res.markdown)
+    print(f"tables: {res.run_dir / 'results.md'}, {res.run_dir / 'results.json'}")
+    return 0

@@ -1,0 +1,24 @@
+"""``nasspeech demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+from nasspeech.cli.commands._run import workflow_errors
+
+NAME = "demo"
+HELP = ("small emoDARTS search + retrain on the embedded synthetic corpus, compared with the "
+        "CNN+LSTM-attention baseline (minutes on a CPU)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="run directory (a fresh one is chosen)")
+    p.add_argument("--folds", type=int, nargs="*", default=None, help="folds to run (default all 4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nasspeech.workflow.demo import run_demo
+
+    with workflow_errors():
+        run_demo(args.out, folds=args.folds)
+    return 0

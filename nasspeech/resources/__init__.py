@@ -1,0 +1,1 @@
+"""Packaged configs (the demo)."""

@@ -1,0 +1,196 @@
+"""``nasspeech search``: DARTS search on one fold's search set.
+
+Weights are trained on a seeded part of the search set and the alphas on the rest
+(``search.alpha_fraction``), with the shared :func:`nasspeech.search.search_step`. Every epoch
+writes the genotype, the alpha softmax history, a JSONL record and an atomic checkpoint, so
+an interrupted search resumes exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from nasspeech.config import RunConfig
+from nasspeech.genotype import Genotype
+from nasspeech.search import Architect, NonFiniteLossError, predict, search_step
+from nasspeech.workflow.artifacts import try_plot
+from nasspeech.workflow.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from nasspeech.workflow.collapse import AuxSkip, CollapseGuard
+from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, split_search
+from nasspeech.workflow.devices import autocast, resolve_device
+from nasspeech.workflow.rundir import (
+    CHECKPOINT,
+    JsonlLog,
+    RunDirError,
+    WorkflowError,
+    prepare_run_dir,
+    write_json,
+)
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    genotype: Genotype
+    epochs_run: int
+    stopped: str | None
+    alpha_history: list[dict[str, list[list[float]]]]
+
+
+def check_resumable(run_dir: Path, ckpt: dict[str, Any], config: RunConfig, fold: int) -> None:
+    """A resume must use the config and fold the run started with."""
+    if ckpt.get("config") != config.model_dump(mode="json") or ckpt.get("fold") != fold:
+        raise RunDirError(
+            f"cannot resume {run_dir}: it was started with another config or fold "
+            f"(fold {ckpt.get('fold')}; its config is in {run_dir / 'config.yaml'})")
+
+
+def run_search(
+    config: RunConfig,
+    data: RunData,
+    fold: int,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> SearchResult:
+    """Search on fold ``fold``; ``stop_after=k`` ends after epoch k (still resumable)."""
+    sc = config.search
+    split = data.fold(fold)
+    run_dir = prepare_run_dir(out_dir, resume)
+    device = resolve_device(config.device)
+    w_idx, a_idx = split_search(split.search, sc.alpha_fraction, config.seed + fold)
+    x, y = data.x.to(device), data.y.to(device)
+    train_stream = BatchStream(x, y, w_idx, sc.batch_size, True, config.seed, salt=2 * fold)
+    val_stream = BatchStream(x, y, a_idx, sc.batch_size, True, config.seed, salt=2 * fold + 1)
+
+    seed_everything(config.seed + fold)
+    model = config.space.build_supernet().to(device)
+    w_opt = torch.optim.SGD(model.weight_parameters(), lr=sc.lr, momentum=sc.momentum,
+                            weight_decay=sc.weight_decay)
+    architect = Architect(model, order=sc.order, lr=sc.alpha_lr, betas=tuple(sc.alpha_betas),
+                          weight_decay=sc.alpha_weight_decay, w_momentum=sc.momentum,
+                          w_weight_decay=sc.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, sc.epochs, eta_min=sc.lr_min)
+    aux = AuxSkip(model, sc.collapse.aux_skip_beta) if sc.collapse.remedy == "aux_skip" else None
+    guard = CollapseGuard(sc.collapse)
+
+    history: list[dict[str, list[list[float]]]] = []
+    start, stopped = 0, None
+    if resume:
+        ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
+        check_resumable(run_dir, ckpt, config, fold)
+        model.load_state_dict(ckpt["model"])
+        w_opt.load_state_dict(ckpt["w_optimizer"])
+        architect.optimizer.load_state_dict(ckpt["alpha_optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        history, start, stopped = ckpt["alpha_history"], ckpt["epoch"], ckpt.get("stopped")
+        set_rng_state(ckpt["rng"])
+    else:
+        config.save(run_dir / "config.yaml")
+        write_json(run_dir / "fold.json", {
+            "fold": fold, "search_weights": len(w_idx), "search_alphas": len(a_idx),
+            **split.summary})
+    log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
+    end = sc.epochs if stop_after is None else min(sc.epochs, stop_after)
+    steps = len(train_stream)
+    bar = tqdm(total=sc.epochs * steps, initial=start * steps, disable=not progress,
+               desc=f"search fold {fold}", unit="step", dynamic_ncols=True)
+    amp = autocast(device, config.amp)
+    epoch = start
+    try:
+        for epoch in range(start, end if stopped is None else start):
+            t0 = time.perf_counter()
+            lr = sched.get_last_lr()[0]
+            beta = aux.set_epoch(epoch, sc.epochs) if aux else None
+            val_batches = itertools.cycle(list(val_stream.epoch(epoch)))
+            loss = correct = count = 0.0
+            alpha_losses = []
+            for step, batch in enumerate(train_stream.epoch(epoch)):
+                try:
+                    with amp:
+                        res = search_step(model, architect, w_opt, batch, next(val_batches),
+                                          lr, sc.grad_clip, update_alphas=epoch >= sc.warmup_epochs)
+                except NonFiniteLossError as exc:
+                    raise WorkflowError(_nan_message(exc, epoch, step, run_dir)) from None
+                loss += res.loss * res.count
+                correct, count = correct + res.correct, count + res.count
+                if res.alpha_loss is not None:
+                    alpha_losses.append(res.alpha_loss)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{res.loss:.3f}")
+            sched.step()
+            genotype = model.genotype()
+            genotype.save(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json")
+            history.append({k: v.tolist() for k, v in model.alpha_softmax().items()})
+            with amp:
+                pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
+            report = guard.check(genotype, epoch)
+            for warning in report.warnings:
+                tqdm.write(f"warning: {warning}", file=sys.stderr)
+            log.write({
+                "epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
+                "train_acc": correct / count,
+                "alpha_loss": sum(alpha_losses) / len(alpha_losses) if alpha_losses else None,
+                "val_acc": float((pred == true).float().mean()), "aux_skip_beta": beta,
+                **report.to_json(), "seconds": round(time.perf_counter() - t0, 3)})
+            write_json(run_dir / "alpha_history.json", history)
+            stopped = report.stop
+            save_checkpoint(run_dir / CHECKPOINT, {
+                "epoch": epoch + 1, "fold": fold, "config": config.model_dump(mode="json"),
+                "model": model.state_dict(), "w_optimizer": w_opt.state_dict(),
+                "alpha_optimizer": architect.optimizer.state_dict(),
+                "scheduler": sched.state_dict(), "alpha_history": history, "stopped": stopped})
+            if stopped:
+                tqdm.write(stopped, file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted in epoch {epoch + 1}: the checkpoint after epoch "
+              f"{len(history)} is kept in {run_dir}; continue with --resume", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+        if aux:
+            aux.remove()
+    genotype = model.genotype()
+    if len(history) >= sc.epochs or stopped:
+        finish_search(run_dir, genotype, history, config)
+    return SearchResult(run_dir, genotype, len(history), stopped, history)
+
+
+def _nan_message(exc: Exception, epoch: int, step: int, run_dir: Path) -> str:
+    kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {run_dir / CHECKPOINT}"
+            if epoch else "no epoch finished, so there is no checkpoint")
+    return (f"search stopped in epoch {epoch + 1}, step {step + 1}: {exc}. {kept}; lower "
+            "search.lr / search.alpha_lr or enable grad_clip, then start again (or --resume)")
+
+
+def finish_search(run_dir: Path, genotype: Genotype, history: list, config: RunConfig) -> None:
+    """genotype.json, the cell plot and the alpha heat-map."""
+    genotype.save(run_dir / "genotype.json")
+    try_plot("the genotype", lambda: genotype.plot(run_dir / "genotype.png",
+                                                   title=f"{config.name}: searched cells"),
+             run_dir / "genotype.png")
+
+    def alphas() -> None:
+        from nasspeech.plots import plot_alpha_history
+
+        op_names = {f"{c.name}.{kind}": list(c.ops)
+                    for c in config.space.components for kind in c.cell_kinds()}
+        plot_alpha_history(history, run_dir / "alphas.png", op_names=op_names)
+
+    try_plot("the alpha history", alphas, run_dir / "alphas.png")
