@@ -1,0 +1,111 @@
+"""Collapse guard, partial channels (PC-DARTS) memory, and a NaN loss keeping the checkpoint."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nasspeech.config import CollapseConfig, RunConfig
+from nasspeech.search import Architect, search_step
+from nasspeech.space import SearchSpace
+from nasspeech.workflow.collapse import AuxSkip, CollapseGuard
+from nasspeech.workflow.datasets import load_run_data
+from nasspeech.workflow.rundir import WorkflowError
+from nasspeech.workflow.search import run_search
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def seq_space(**kw) -> SearchSpace:
+    comp = dict(name="seq", family="seq", ops=["lstm_1", "rnn_1", "skip_connect", "none"],
+                cells=2, nodes=3, channels=8)
+    comp.update(kw)
+    return SearchSpace(name="s", input_shape=(6, 8), num_classes=4, components=[comp])
+
+
+def collapsed_supernet():
+    net = seq_space().build_supernet()
+    ops = net.space.components[0].ops
+    with torch.no_grad():
+        for a in net.alpha_parameters():
+            a.zero_()
+            a[:, ops.index("skip_connect")] = 5.0  # every edge prefers the identity
+    return net
+
+
+def test_collapse_warning_and_early_stop_fire_on_a_collapsed_genotype():
+    genotype = collapsed_supernet().genotype()
+    report = CollapseGuard(CollapseConfig()).check(genotype, epoch=4)
+    assert report.shares["seq"] == 1.0
+    assert any("component 'seq' is collapsing" in w for w in report.warnings)
+    assert report.stop is None  # no remedy configured
+    stop = CollapseGuard(CollapseConfig(remedy="early_stop", max_skip=2)).check(genotype, 4)
+    assert stop.stop and "DARTS+ early stop" in stop.stop
+
+
+def test_no_warning_on_a_healthy_genotype():
+    net = seq_space().build_supernet()
+    ops = net.space.components[0].ops
+    with torch.no_grad():
+        for a in net.alpha_parameters():
+            a.zero_()
+            a[:, ops.index("lstm_1")] = 5.0
+    report = CollapseGuard(CollapseConfig()).check(net.genotype(), 0)
+    assert report.shares["seq"] == 0.0 and not report.warnings
+
+
+def test_aux_skip_adds_decaying_identity():
+    net = seq_space().build_supernet().eval()
+    x = torch.randn(2, 6, 8)
+    ref = net(x)
+    aux = AuxSkip(net, beta0=1.0)
+    assert not torch.allclose(net(x), ref)
+    assert aux.set_epoch(10, 10) == 0.0
+    torch.testing.assert_close(net(x), ref)
+    aux.remove()
+
+
+def saved_activation_bytes(space: SearchSpace) -> int:
+    torch.manual_seed(0)
+    net = space.build_supernet()
+    x = torch.randn(4, 1, 16, 16)
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(x).sum()
+    return sum(seen.values())
+
+
+def test_partial_channels_lowers_activation_memory():
+    comp = dict(name="cnn", family="cnn", ops=["sep_conv_3x3", "max_pool_3x3", "skip_connect",
+                                               "none"], cells=3, nodes=2, channels=8)
+    full = SearchSpace(name="f", input_shape=(1, 16, 16), num_classes=4, components=[comp])
+    pc = SearchSpace(name="p", input_shape=(1, 16, 16), num_classes=4,
+                     components=[{**comp, "partial_channels": 4}])
+    assert saved_activation_bytes(pc) < 0.6 * saved_activation_bytes(full)
+    net = pc.build_supernet()  # and a PC-DARTS search step works
+    arch = Architect(net, order=1)
+    opt = torch.optim.SGD(net.weight_parameters(), 0.05)
+    batch = (torch.randn(4, 1, 16, 16), torch.randint(0, 4, (4,)))
+    assert search_step(net, arch, opt, batch, batch, lr=0.05).count == 4
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    cfg = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
+    cfg["search"].update(epochs=3, batch_size=16)
+    cfg["data"].update(folds=3, cache_dir=str(tmp_path / "cache"))
+    cfg["data"]["demo"].update(n_speakers=6, clips_per_emotion=3, duration=1.0)
+    cfg["data"]["features"].update(duration=1.0)
+    config = RunConfig.model_validate(cfg)
+    data = load_run_data(config, progress=False)
+    run_search(config, data, 0, tmp_path / "run", progress=False, stop_after=1)
+    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    data.x[:] = float("nan")  # poison the data: the next epoch's loss is NaN
+    with pytest.raises(WorkflowError, match="epoch 2.*last good checkpoint"):
+        run_search(config, data, 0, tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
