@@ -62,3 +62,29 @@ def run_cv(
     if progress:
         print(result.markdown, file=sys.stderr)
     return result
+
+
+def run_scopes(
+    scope_configs: list[Path],
+    out_dir: str | Path,
+    folds: list[int] | None = None,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], Path]:
+    """Cross-validate each scope config (Table 6) and draw the Fig. 7 scatter."""
+    from nasspeech.plots import plot_scope_scatter
+    from nasspeech.workflow.datasets import load_run_data
+
+    if not scope_configs:
+        raise ValueError("no scope configs given")
+    run_dir = prepare_run_dir(out_dir)
+    rows = []
+    for path in scope_configs:
+        config = RunConfig.load(path)
+        data = load_run_data(config, progress=progress)
+        res = run_cv(config, data, run_dir / Path(path).stem, folds=folds, progress=progress)
+        table = res.tables["searched"]
+        std = table["std"]["ua"]
+        rows.append({"name": Path(path).stem, "ua_mean": table["mean"]["ua"],
+                     "ua_std": 0.0 if std is None else std, "params": table["mean"]["params"]})
+    write_json(run_dir / "scopes.json", rows)
+    return rows, plot_scope_scatter(rows, run_dir / "scopes.png", title="search scopes")

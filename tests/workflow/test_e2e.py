@@ -93,3 +93,20 @@ def test_existing_run_dir_bad_config_and_foreign_genotype(tiny_config, tmp_path,
     assert main(["train", str(tiny_config), "--genotype", str(foreign), "--out",
                  str(tmp_path / "y"), "--quiet"]) == 2
     assert "another space" in capsys.readouterr().err
+
+
+def test_scopes_scatter(tiny_config, tmp_path):
+    scopes = tmp_path / "scopes"
+    scopes.mkdir()
+    cfg = yaml.safe_load(tiny_config.read_text())
+    cfg["search"]["epochs"] = 1
+    cfg["train"]["epochs"] = 1
+    for name, ops in (("lstm_only", ["lstm_1"]), ("rnn_only", ["rnn_1"])):
+        cfg["space"]["components"][1]["ops"] = ops + ["skip_connect", "none"]
+        (scopes / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["cv", str(tiny_config), "--scopes", str(scopes), "--folds", "0", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "scopes.json").read_text())
+    assert [r["name"] for r in rows] == ["lstm_only", "rnn_only"]
+    assert (out / "scopes.png").stat().st_size > 1000

@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", action="append", default=[],
                    help="also run a baseline per fold (cnn, cnn_lstm, cnn_lstm_att); repeatable")
     p.add_argument("--out", default=None, help="run directory (default runs/<name>/cv)")
+    p.add_argument("--scopes", nargs="?", const="examples/scopes", default=None, metavar="DIR",
+                   help="run every scope config in DIR (default examples/scopes: Table 6) "
+                        "instead of CONFIG's space, then draw the Fig. 7 scatter")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -23,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from nasspeech.workflow.cv import run_cv
     from nasspeech.workflow.datasets import load_run_data
 
+    if args.scopes:
+        return _run_scopes(args)
     with workflow_errors():
         config = load_config(args.config)
         data = load_run_data(config, progress=not args.quiet)
@@ -30,4 +35,23 @@ def run(args: argparse.Namespace) -> int:
                      baselines=tuple(args.baseline), progress=not args.quiet)
     print(res.markdown)
     print(f"tables: {res.run_dir / 'results.md'}, {res.run_dir / 'results.json'}")
+    return 0
+
+
+def _run_scopes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nasspeech.cli.main import CLIError
+    from nasspeech.workflow.cv import run_scopes
+
+    configs = sorted(Path(args.scopes).glob("*.yaml"))
+    if not configs:
+        raise CLIError(f"no *.yaml scope configs in {args.scopes}")
+    with workflow_errors():
+        rows, plot = run_scopes(configs, args.out or "runs/scopes", folds=args.folds,
+                                progress=not args.quiet)
+    for r in rows:
+        print(f"{r['name']:>16}: UA {r['ua_mean']:.2%} ± {r['ua_std']:.2%}, "
+              f"{r['params']:,.0f} params")
+    print(f"scatter: {plot}")
     return 0
