@@ -49,9 +49,11 @@ def run_demo(out_dir: str | Path = "runs/demo", folds: list[int] | None = None,
         result.markdown,
         f"run directory: {out}",
     ]
-    for fold_dir in sorted(out.glob("fold_*")):
-        for png in sorted(fold_dir.glob("*/*.png")):
-            lines.append(f"  plot: {png}")
+    first = sorted(out.glob("fold_*"))[0]
+    for png in sorted(first.glob("*/*.png")):
+        lines.append(f"  plot: {png}")
+    lines.append(f"  (the same plots for every fold under {out}/fold_*/; tables: "
+                 f"{out / 'results.md'}, {out / 'results.json'})")
     lines.append(f"done in {minutes:.1f} min")
     print("\n".join(lines), file=sys.stdout if progress else sys.stderr)
     return result
