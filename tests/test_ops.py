@@ -22,15 +22,6 @@ TABLE_2 = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster (no OpenMP spinning on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def builtin(family: str) -> list[Operation]:
     return [op for op in list_ops(family) if op.source == "built-in"]
 

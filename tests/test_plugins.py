@@ -22,14 +22,6 @@ from nasspeech.registry.plugins import load_plugins
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster (no OpenMP spinning on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 GOOD_OPS = """
     import torch
     from torch import nn
