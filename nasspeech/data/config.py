@@ -1,0 +1,89 @@
+"""Pydantic configs of the data section: features, the demo corpus and the corpus/fold setup."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CorpusName = Literal["iemocap", "msp_improv", "msp_podcast", "manifest", "folder", "demo"]
+
+#: Per-corpus default grouping for speaker-independent folds (``group_by=None``).
+DEFAULT_GROUP_BY: dict[str, str] = {"iemocap": "session", "msp_improv": "session"}
+
+
+class FeatureConfig(BaseModel):
+    """How one clip becomes a ``1 x n_mfcc x frames`` float32 tensor.
+
+    Audio is mixed to mono, resampled to ``sample_rate``, zero-padded / truncated to
+    ``duration`` seconds, turned into ``n_mfcc`` MFCCs (or ``n_mfcc`` log-mel bands when
+    ``kind="logmel"``) and max-pooled along time to ``frames`` frames. ``normalise="per_clip"``
+    (default) standardises each clip to zero mean, unit std over the whole matrix.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_rate: int = Field(16000, gt=0)
+    duration: float = Field(8.0, gt=0)
+    n_mfcc: int = Field(128, gt=0)
+    frames: int = Field(128, gt=0)
+    n_fft: int = Field(2048, gt=0)
+    hop_length: int = Field(256, gt=0)
+    n_mels: int = Field(128, gt=0, description="mel bands under the MFCCs (raised to n_mfcc)")
+    kind: Literal["mfcc", "logmel"] = "mfcc"
+    normalise: Literal["none", "per_clip"] = "per_clip"
+    silence_peak: float = Field(1e-4, ge=0, description="peak |x| below this: skipped as silent")
+    on_error: Literal["skip", "raise"] = "skip"
+
+    def key(self) -> str:
+        """Hash of every parameter that changes the features (not ``on_error``)."""
+        payload = self.model_dump(exclude={"on_error"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class DemoCorpusConfig(BaseModel):
+    """The embedded synthetic corpus (see :mod:`nasspeech.data.synthetic`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_speakers: int = Field(8, ge=1)
+    clips_per_emotion: int = Field(8, ge=1)
+    duration: float = Field(2.0, gt=0)
+    sample_rate: int = Field(16000, gt=0)
+    seed: int = 0
+    out_dir: str | None = Field(None, description="default: <cache_dir>/demo-corpus")
+
+
+class DataConfig(BaseModel):
+    """The corpus, its label mapping, the fold protocol, features and cache."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: CorpusName = "demo"
+    root: str | None = None
+    manifest: str | None = None
+    speaker_regex: str | None = None
+    label_map: dict[str, str] | None = None
+    on_unknown_label: Literal["raise", "skip"] = "raise"
+    on_missing_file: Literal["raise", "skip"] = "raise"
+    improvised_only: bool = True
+    merge_excitement: bool = False
+    folds: int = Field(5, ge=2)
+    group_by: Literal["session", "speaker"] | None = None
+    search_fraction: float = Field(0.7, gt=0, lt=1)
+    seed: int = 0
+    fold_file: str | None = None
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    cache_dir: str = ".nasspeech-cache"
+    workers: int = Field(1, ge=1)
+    demo: DemoCorpusConfig = Field(default_factory=DemoCorpusConfig)
+
+    def resolved_group_by(self) -> str:
+        """``group_by`` or the corpus default (session for IEMOCAP/MSP-IMPROV, else speaker)."""
+        return self.group_by or DEFAULT_GROUP_BY.get(self.corpus, "speaker")
+
+    def demo_dir(self) -> Path:
+        return Path(self.demo.out_dir) if self.demo.out_dir else Path(self.cache_dir) / "demo-corpus"

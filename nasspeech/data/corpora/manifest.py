@@ -1,0 +1,70 @@
+"""Generic manifest: a CSV with ``path,label,speaker`` and optional ``session`` columns."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from nasspeech.data.items import CLASSES, Item, map_label
+from nasspeech.data.report import LoadReport
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be loaded as asked; the message names the file / row."""
+
+
+def load_manifest(csv_path: str | Path, label_map: dict[str, str] | None = None,
+                  root: str | Path | None = None, on_unknown_label: str = "raise",
+                  on_missing_file: str = "raise", corpus: str = "manifest"
+                  ) -> tuple[list[Item], LoadReport]:
+    """Items of a manifest CSV; relative paths are resolved against ``root`` or the CSV's folder.
+
+    Unknown labels and missing files raise :class:`CorpusError` naming the row, or are skipped
+    and counted with ``on_unknown_label="skip"`` / ``on_missing_file="skip"``. Duplicate rows
+    (same file, same label) are dropped and counted; the same file with two labels is an error.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise CorpusError(f"manifest {csv_path} does not exist")
+    base = Path(root) if root is not None else csv_path.parent
+    report = LoadReport(corpus, str(csv_path))
+    items: list[Item] = []
+    seen: dict[str, tuple[int, str]] = {}
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing_cols = {"path", "label", "speaker"} - set(reader.fieldnames or [])
+        if missing_cols:
+            raise CorpusError(f"{csv_path}: missing column(s) {sorted(missing_cols)}; "
+                              "expected path,label,speaker[,session]")
+        for line, row in enumerate(reader, start=2):
+            where = f"{csv_path}:{line}"
+            raw_path, raw_label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            speaker = (row.get("speaker") or "").strip()
+            if not raw_path or not speaker:
+                raise CorpusError(f"{where}: empty path or speaker")
+            label = map_label(raw_label, label_map)
+            if label is None:
+                if on_unknown_label == "skip":
+                    report.skip(where, f"unknown label {raw_label!r}")
+                    continue
+                raise CorpusError(f"{where}: unknown label {raw_label!r} (classes {CLASSES}; map "
+                                  "it with label_map or use on_unknown_label='skip')")
+            path = Path(raw_path)
+            path = (path if path.is_absolute() else base / path).resolve()
+            if not path.is_file():
+                if on_missing_file == "skip":
+                    report.skip(where, f"missing file {path}")
+                    continue
+                raise CorpusError(f"{where}: audio file {path} does not exist")
+            if str(path) in seen:
+                first_line, first_label = seen[str(path)]
+                if first_label != label:
+                    raise CorpusError(f"{where}: {raw_path} is labelled {label!r} but line "
+                                      f"{first_line} labels it {first_label!r}")
+                report.duplicates += 1
+                report.skip(where, f"duplicate of line {first_line}")
+                continue
+            seen[str(path)] = (line, label)
+            items.append(Item(str(path), label, speaker, (row.get("session") or "").strip(),
+                              {"corpus": corpus, "raw_label": raw_label, "row": line}))
+    return items, report.finish(items)
