@@ -113,7 +113,9 @@ def load_run_data(config: Any, progress: bool = True, workers: int | None = None
     items, load_report = D.load_corpus(dc)
     if progress:
         print(load_report, flush=True)
-    x, _ = D.extract_features(items, dc.features, dc.cache_dir, workers, progress)
+    x, report = D.extract_features(items, dc.features, dc.cache_dir, workers or dc.workers,
+                                   progress)
+    items = [items[i] for i in report.kept]  # skipped clips were reported, with their reason
     class_names = list(getattr(dc, "classes", None) or D.CLASSES)
     lookup = {name: i for i, name in enumerate(class_names)}
     y = torch.tensor([lookup[item.label] for item in items], dtype=torch.long)
