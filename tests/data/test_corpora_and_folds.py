@@ -139,3 +139,35 @@ def test_synthetic_corpus_is_deterministic_and_learnable(tmp_path):
     acc = float((clf(f[test]).argmax(1) == y[test]).float().mean())
     print(f"held-out synthetic speakers: accuracy {acc:.2f}")
     assert acc >= 0.5  # chance is 0.25
+
+
+def test_msp_improv_layout(tmp_path):
+    from nasspeech.data import load_msp_improv
+
+    (tmp_path / "Evalution.txt").write_text(
+        "UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:4.0; V:2.0; D:3.0; N:5;\n"
+        "UTD-IMPROV-S02B-M03-R-MF02.avi; N; A:2.0; V:3.0; D:3.0; N:5;\n"
+        "UTD-IMPROV-S02B-M03-R-MF03.avi; O; A:2.0; V:3.0; D:3.0; N:5;\n")
+    wav(tmp_path / "Audio/session1/S01A/P/MSP-IMPROV-S01A-F01-P-FM01.wav")
+    wav(tmp_path / "Audio/session2/S02B/R/MSP-IMPROV-S02B-M03-R-MF02.wav")
+    items, report = load_msp_improv(tmp_path)
+    assert [(i.label, i.speaker, i.session) for i in items] == [
+        ("anger", "F01", "01"), ("neutral", "M03", "02")]
+    assert len(report.skipped) == 1  # the 'O' label, counted
+
+
+def test_msp_podcast_layout(tmp_path):
+    from nasspeech.data import load_msp_podcast
+
+    (tmp_path / "Labels").mkdir()
+    (tmp_path / "Labels/labels_consensus.csv").write_text(
+        "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set\n"
+        "MSP-PODCAST_0001_0008.wav,H,4.2,5.0,4.0,127,Female,Train\n"
+        "MSP-PODCAST_0001_0009.wav,C,4.2,5.0,4.0,127,Female,Train\n"
+        "MSP-PODCAST_0002_0001.wav,S,2.0,2.0,3.0,Unknown,Male,Test1\n")
+    for name in ("MSP-PODCAST_0001_0008.wav", "MSP-PODCAST_0001_0009.wav",
+                 "MSP-PODCAST_0002_0001.wav"):
+        wav(tmp_path / "Audios" / name)
+    items, report = load_msp_podcast(tmp_path)
+    assert [(i.label, i.speaker, i.meta["split"]) for i in items] == [("happiness", "127", "Train")]
+    assert len(report.skipped) == 2  # class C and the unknown speaker, counted
