@@ -40,7 +40,8 @@ def plot_genotype(genotype: Genotype, path: str | Path | None = None, title: str
         labels = {(u, v): d["op"] for u, v, d in g.edges(data=True) if d["op"] != "concat"}
         nx.draw_networkx_edge_labels(g, pos, edge_labels=labels, ax=ax, font_size=7,
                                      connectionstyle="arc3,rad=0.12")
-        ax.set_title(f"{comp.name} ({comp.family}) - {kind if kind == 'cell' else kind + ' cell'}")
+        label = kind if kind == "cell" else f"{kind} cell"
+        ax.set_title(f"{comp.name} ({comp.family}) - {label}")
         ax.axis("off")
     if title:
         fig.suptitle(title)
