@@ -34,15 +34,22 @@ _LAZY = {
 }
 
 __all__ = [
+    "Architect",
+    "ComponentConfig",
     "DuplicateOpError",
+    "Genotype",
     "Operation",
     "PluginWarning",
+    "SearchSpace",
+    "Supernet",
     "UnknownOpError",
+    "get_handover",
     "get_op",
+    "list_handovers",
     "list_ops",
+    "register_handover",
     "register_op",
     "set_plugin_autoload",
-    *_LAZY,
 ]
 
 

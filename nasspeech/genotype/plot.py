@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
+import matplotlib.pyplot as plt
+import networkx as nx
 
-from nasspeech.genotype.graph import cell_graph  # noqa: E402
-from nasspeech.genotype.model import Genotype  # noqa: E402
+from nasspeech.genotype.graph import cell_graph
+from nasspeech.genotype.model import Genotype
 
 _COLOURS = {"input": "#9ecae1", "intermediate": "#fdd0a2", "output": "#a1d99b"}
 

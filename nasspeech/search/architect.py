@@ -9,7 +9,7 @@ evaluated with :func:`torch.func.functional_call`, so no copy of the supernet is
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

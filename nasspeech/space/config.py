@@ -192,5 +192,6 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ValueError(  # noqa: TRY004 - a config error, reported like the others
+            f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data

@@ -10,8 +10,9 @@ Shapes (batch axis omitted): a ``cnn`` tensor is (C, H=frequency, W=time); a ``s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -3,7 +3,7 @@ hand-overs, then the classifier head."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -49,7 +49,7 @@ def run_demo(out_dir: str | Path = "runs/demo", folds: list[int] | None = None,
         result.markdown,
         f"run directory: {out}",
     ]
-    first = sorted(out.glob("fold_*"))[0]
+    first = min(out.glob("fold_*"))
     for png in sorted(first.glob("*/*.png")):
         lines.append(f"  plot: {png}")
     lines.append(f"  (the same plots for every fold under {out}/fold_*/; tables: "
