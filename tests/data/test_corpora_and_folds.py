@@ -171,3 +171,13 @@ def test_msp_podcast_layout(tmp_path):
     items, report = load_msp_podcast(tmp_path)
     assert [(i.label, i.speaker, i.meta["split"]) for i in items] == [("happiness", "127", "Train")]
     assert len(report.skipped) == 2  # class C and the unknown speaker, counted
+
+
+def test_folder_layout(tmp_path):
+    from nasspeech.data import load_folder
+
+    wav(tmp_path / "anger" / "spk01_take1.wav")
+    wav(tmp_path / "neutral" / "spk02_take1.wav")
+    items, _ = load_folder(tmp_path, r"(?P<speaker>spk\d+)_")
+    assert sorted((i.label, i.speaker) for i in items) == [("anger", "spk01"),
+                                                          ("neutral", "spk02")]

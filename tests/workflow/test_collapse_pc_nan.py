@@ -109,3 +109,31 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeyp
     with pytest.raises(WorkflowError, match="epoch 2.*last good checkpoint"):
         run_search(config, data, 0, tmp_path / "run", resume=True, progress=False)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_resumes(tmp_path, monkeypatch):
+    import nasspeech.workflow.search as S
+
+    cfg = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
+    cfg["search"].update(epochs=3, batch_size=256)  # one step per epoch
+    cfg["data"].update(folds=3, cache_dir=str(tmp_path / "cache"))
+    cfg["data"]["demo"].update(n_speakers=6, clips_per_emotion=3, duration=1.0)
+    cfg["data"]["features"].update(duration=1.0)
+    config = RunConfig.model_validate(cfg)
+    data = load_run_data(config, progress=False)
+    real_step, calls = S.search_step, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # in epoch 2
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(S, "search_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(config, data, 0, tmp_path / "run", progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 1  # the checkpoint after the last finished epoch is kept
+    monkeypatch.setattr(S, "search_step", real_step)
+    resumed = run_search(config, data, 0, tmp_path / "run", resume=True, progress=False)
+    assert resumed.epochs_run == 3 and (tmp_path / "run" / "genotype.json").is_file()
