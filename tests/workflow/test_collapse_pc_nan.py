@@ -95,14 +95,19 @@ def test_partial_channels_lowers_activation_memory():
     assert search_step(net, arch, opt, batch, batch, lr=0.05).count == 4
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+def tiny_run(tmp_path: Path, **search):
+    """The demo config on 6 tiny synthetic speakers, 3 folds, with ``search`` overrides."""
     cfg = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
-    cfg["search"].update(epochs=3, batch_size=16)
+    cfg["search"].update(search)
     cfg["data"].update(folds=3, cache_dir=str(tmp_path / "cache"))
     cfg["data"]["demo"].update(n_speakers=6, clips_per_emotion=3, duration=1.0)
     cfg["data"]["features"].update(duration=1.0)
     config = RunConfig.model_validate(cfg)
-    data = load_run_data(config, progress=False)
+    return config, load_run_data(config, progress=False)
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    config, data = tiny_run(tmp_path, epochs=3, batch_size=16)
     run_search(config, data, 0, tmp_path / "run", progress=False, stop_after=1)
     good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
     data.x[:] = float("nan")  # poison the data: the next epoch's loss is NaN
@@ -114,13 +119,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeyp
 def test_ctrl_c_keeps_the_checkpoint_and_resumes(tmp_path, monkeypatch):
     import nasspeech.workflow.search as S
 
-    cfg = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
-    cfg["search"].update(epochs=3, batch_size=256)  # one step per epoch
-    cfg["data"].update(folds=3, cache_dir=str(tmp_path / "cache"))
-    cfg["data"]["demo"].update(n_speakers=6, clips_per_emotion=3, duration=1.0)
-    cfg["data"]["features"].update(duration=1.0)
-    config = RunConfig.model_validate(cfg)
-    data = load_run_data(config, progress=False)
+    config, data = tiny_run(tmp_path, epochs=3, batch_size=256)  # one step per epoch
     real_step, calls = S.search_step, []
 
     def interrupted(*args, **kwargs):
