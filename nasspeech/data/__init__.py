@@ -5,25 +5,47 @@ See docs/data.md.
 
 from nasspeech.data.config import DataConfig, DemoCorpusConfig, FeatureConfig
 from nasspeech.data.corpora import (
-                                    CorpusError,
-                                    load_corpus,
-                                    load_folder,
-                                    load_iemocap,
-                                    load_manifest,
-                                    load_msp_improv,
-                                    load_msp_podcast,
+    CorpusError,
+    load_corpus,
+    load_folder,
+    load_iemocap,
+    load_manifest,
+    load_msp_improv,
+    load_msp_podcast,
 )
-from nasspeech.data.dataset import FeatureDataset, class_counts
-from nasspeech.data.features import FeatureError, compute_features, extract_features
-from nasspeech.data.folds import Fold, FoldError, make_folds, save_folds
+from nasspeech.data.dataset import FeatureDataset, class_counts, class_weights
+from nasspeech.data.extract import FeatureError, extract_features
+from nasspeech.data.features import compute_features
+from nasspeech.data.folds import Fold, FoldError, folds_for, make_folds, save_folds
 from nasspeech.data.items import CLASSES, Item
 from nasspeech.data.report import ExtractionReport, LoadReport
 from nasspeech.data.synthetic import generate_demo_corpus
 
 __all__ = [
-    "CLASSES", "CorpusError", "DataConfig", "DemoCorpusConfig", "ExtractionReport",
-    "FeatureConfig", "FeatureDataset", "FeatureError", "Fold", "FoldError", "Item",
-    "LoadReport", "class_counts", "compute_features", "extract_features", "generate_demo_corpus",
-    "load_corpus", "load_folder", "load_iemocap", "load_manifest", "load_msp_improv",
-    "load_msp_podcast", "make_folds", "save_folds",
+    "CLASSES",
+    "CorpusError",
+    "DataConfig",
+    "DemoCorpusConfig",
+    "ExtractionReport",
+    "FeatureConfig",
+    "FeatureDataset",
+    "FeatureError",
+    "Fold",
+    "FoldError",
+    "Item",
+    "LoadReport",
+    "class_counts",
+    "class_weights",
+    "compute_features",
+    "extract_features",
+    "folds_for",
+    "generate_demo_corpus",
+    "load_corpus",
+    "load_folder",
+    "load_iemocap",
+    "load_manifest",
+    "load_msp_improv",
+    "load_msp_podcast",
+    "make_folds",
+    "save_folds",
 ]

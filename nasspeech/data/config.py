@@ -69,8 +69,9 @@ class DataConfig(BaseModel):
     label_map: dict[str, str] | None = None
     on_unknown_label: Literal["raise", "skip"] = "raise"
     on_missing_file: Literal["raise", "skip"] = "raise"
-    improvised_only: bool = True
-    merge_excitement: bool = False
+    improvised_only: bool = Field(True, description="IEMOCAP: improvised dialogues only")
+    merge_excitement: bool = Field(False, description="IEMOCAP: exc -> happiness")
+    splits: list[str] | None = Field(None, description="MSP-Podcast: keep these Split_Set values")
     folds: int = Field(5, ge=2)
     group_by: Literal["session", "speaker"] | None = None
     search_fraction: float = Field(0.7, gt=0, lt=1)

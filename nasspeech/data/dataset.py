@@ -46,3 +46,13 @@ def class_counts(labels: Sequence[str | int] | torch.Tensor) -> dict[str, int]:
     """Count per class name (every class listed, zeros included)."""
     counts = Counter(label_indices(labels).tolist())
     return {c: counts.get(i, 0) for i, c in enumerate(CLASSES)}
+
+
+def class_weights(labels: Sequence[str | int] | torch.Tensor) -> torch.Tensor:
+    """Inverse-frequency weights (mean 1 over present classes) for a weighted cross-entropy;
+    absent classes get 0."""
+    counts = torch.tensor(list(class_counts(labels).values()), dtype=torch.float32)
+    present = counts > 0
+    w = torch.zeros_like(counts)
+    w[present] = counts[present].sum() / (present.sum() * counts[present])
+    return w

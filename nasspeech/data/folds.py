@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from nasspeech.data.config import DEFAULT_GROUP_BY
+from nasspeech.data.config import DEFAULT_GROUP_BY, DataConfig
 from nasspeech.data.items import CLASSES, Item
 
 
@@ -159,6 +159,13 @@ def make_folds(items: Sequence[Item], n_folds: int = 5, group_by: str | None = "
         folds.append(Fold(k, test, sorted(search), train,
                           sorted({groups[i] for i in test}), group_by, labels, groups))
     return folds
+
+
+def folds_for(items: Sequence[Item], config: DataConfig) -> list[Fold]:
+    """:func:`make_folds` with the fold settings of a :class:`DataConfig` (``fold_file``
+    included; ``group_by`` defaults to the corpus's grouping)."""
+    return make_folds(items, config.folds, config.resolved_group_by(), config.search_fraction,
+                      config.seed, config.fold_file)
 
 
 def save_folds(folds: Sequence[Fold], path: str | Path) -> Path:

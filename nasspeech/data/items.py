@@ -47,3 +47,24 @@ def map_label(raw: str, label_map: dict[str, str] | None = None) -> str | None:
             value = lowered[key.lower()].strip().lower()
             return value if value in CLASSES else None
     return ALIASES.get(key.lower())
+
+
+def dropped_by_map(raw: str, label_map: dict[str, str] | None) -> bool:
+    """True when ``label_map`` maps ``raw`` to something that is not a class (a deliberate
+    drop, e.g. ``{"fru": "skip"}``): such items are skipped and counted, never an error."""
+    if not label_map:
+        return False
+    lowered = {k.strip().lower(): v.strip().lower() for k, v in label_map.items()}
+    return raw.strip().lower() in lowered and lowered[raw.strip().lower()] not in CLASSES
+
+
+def corpus_label(code: str, codes: dict[str, str],
+                 label_map: dict[str, str] | None = None) -> str | None:
+    """The class of a corpus label ``code``: ``label_map`` first (a value that is not a class,
+    e.g. ``"skip"``, drops it), then the corpus defaults ``codes``; None if unused."""
+    if label_map:
+        lowered = {k.strip().lower(): v.strip().lower() for k, v in label_map.items()}
+        if code.strip().lower() in lowered:
+            value = lowered[code.strip().lower()]
+            return value if value in CLASSES else None
+    return codes.get(code.strip())

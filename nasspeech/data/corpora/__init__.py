@@ -23,15 +23,16 @@ def _need(value: str | None, what: str, corpus: str) -> str:
     return value
 
 
-def load_corpus(config: DataConfig) -> tuple[list[Item], LoadReport]:
-    """Load ``config.corpus`` (generating the demo corpus first when it is ``"demo"``)."""
+def load_corpus(config: DataConfig, progress: bool = True) -> tuple[list[Item], LoadReport]:
+    """Load ``config.corpus`` (generating the demo corpus first, with a progress bar, when it
+    is ``"demo"`` and not yet complete on disk)."""
     c = config.corpus
     if c == "demo":
         from nasspeech.data.synthetic import generate_demo_corpus
 
         d = config.demo
         manifest = generate_demo_corpus(config.demo_dir(), d.n_speakers, d.clips_per_emotion,
-                                        d.duration, d.sample_rate, d.seed, progress=True)
+                                        d.duration, d.sample_rate, d.seed, progress=progress)
         return load_manifest(manifest, corpus="demo")
     if c == "manifest":
         path = _need(config.manifest, "manifest", c)
@@ -42,9 +43,10 @@ def load_corpus(config: DataConfig) -> tuple[list[Item], LoadReport]:
         return load_folder(root, _need(config.speaker_regex, "speaker_regex", c),
                            config.label_map, config.on_unknown_label)
     if c == "iemocap":
-        return load_iemocap(root, config.improvised_only, config.merge_excitement)
+        return load_iemocap(root, config.improvised_only, config.merge_excitement,
+                            config.label_map)
     if c == "msp_improv":
-        return load_msp_improv(root)
+        return load_msp_improv(root, config.label_map)
     if c == "msp_podcast":
-        return load_msp_podcast(root)
+        return load_msp_podcast(root, config.label_map, config.splits)
     raise CorpusError(f"unknown corpus {c!r}")

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from nasspeech.data.corpora.manifest import CorpusError
-from nasspeech.data.items import Item, map_label
+from nasspeech.data.items import Item, dropped_by_map, map_label
 from nasspeech.data.report import LoadReport
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -30,10 +30,14 @@ def load_folder(root: str | Path, speaker_regex: str, label_map: dict[str, str] 
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         label = map_label(label_dir.name, label_map)
         files = sorted(p for p in label_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+        if label is None and dropped_by_map(label_dir.name, label_map):
+            for f in files:
+                report.skip(str(f), f"dropped by label_map: {label_dir.name!r}")
+            continue
         if label is None:
             if on_unknown_label == "skip":
                 for f in files:
-                    report.skip(str(f), f"unknown label {label_dir.name!r}")
+                    report.skip(str(f), f"unknown label: {label_dir.name!r}")
                 continue
             raise CorpusError(f"{label_dir}: unknown label folder {label_dir.name!r} (map it "
                               "with label_map or use on_unknown_label='skip')")

@@ -6,18 +6,22 @@ import re
 from pathlib import Path
 
 from nasspeech.data.corpora.manifest import CorpusError
-from nasspeech.data.items import Item
+from nasspeech.data.items import Item, corpus_label
 from nasspeech.data.report import LoadReport
 
 LINE = re.compile(r"^\[(\d+\.?\d*) - (\d+\.?\d*)\]\t(\S+)\t(\S+)\t")
 CODES = {"ang": "anger", "hap": "happiness", "sad": "sadness", "neu": "neutral"}
 
 
-def load_iemocap(root: str | Path, improvised_only: bool = True, merge_excitement: bool = False
-                 ) -> tuple[list[Item], LoadReport]:
-    """Items of IEMOCAP (4 classes; improvised dialogues only by default; ``exc`` -> happiness
-    only with ``merge_excitement``). Speaker = session + gender of the utterance's speaker
-    (``Ses01F_impro01_M003`` -> ``Ses01M``); session = ``Ses01``."""
+def load_iemocap(root: str | Path, improvised_only: bool = True, merge_excitement: bool = False,
+                 label_map: dict[str, str] | None = None) -> tuple[list[Item], LoadReport]:
+    """Items of IEMOCAP (ang/hap/sad/neu; improvised dialogues only by default).
+
+    ``merge_excitement`` adds ``exc`` -> happiness; ``label_map`` maps any other code (e.g.
+    ``{"fru": "anger"}``). Speaker = session + gender of the utterance's speaker
+    (``Ses01F_impro01_M003`` -> ``Ses01M``); session = ``Ses01``. Scripted utterances, unused
+    labels and missing wavs are skipped and counted in the report.
+    """
     root = Path(root)
     sessions = sorted(p for p in root.glob("Session[1-5]") if p.is_dir())
     if not sessions:
@@ -26,7 +30,9 @@ def load_iemocap(root: str | Path, improvised_only: bool = True, merge_excitemen
     report = LoadReport("iemocap", str(root))
     items: list[Item] = []
     for session in sessions:
-        for label_file in sorted((session / "dialog" / "EmoEvaluation").glob("*.txt")):
+        label_files = sorted(p for p in (session / "dialog" / "EmoEvaluation").glob("*.txt")
+                             if not p.name.startswith("."))
+        for label_file in label_files:
             for line in label_file.read_text(errors="replace").splitlines():
                 m = LINE.match(line)
                 if not m:
@@ -34,19 +40,20 @@ def load_iemocap(root: str | Path, improvised_only: bool = True, merge_excitemen
                 start, end, utt, code = m.groups()
                 where = f"{label_file.name}:{utt}"
                 if improvised_only and "_impro" not in utt:
-                    report.skip(where, "scripted (improvised_only)")
+                    report.skip(where, "scripted: improvised_only is set")
                     continue
-                if code not in codes:
-                    report.skip(where, f"label {code} not used")
+                label = corpus_label(code, codes, label_map)
+                if label is None:
+                    report.skip(where, f"unused label: {code}")
                     continue
                 dialog = utt.rsplit("_", 1)[0]
                 wav = session / "sentences" / "wav" / dialog / f"{utt}.wav"
                 if not wav.is_file():
-                    report.skip(where, f"missing file {wav}")
+                    report.skip(where, f"missing file: {wav}")
                     continue
                 sess = utt[:5]
                 speaker = sess + utt.rsplit("_", 1)[1][0]
-                items.append(Item(str(wav.resolve()), codes[code], speaker, sess,
+                items.append(Item(str(wav.resolve()), label, speaker, sess,
                                   {"corpus": "iemocap", "utterance": utt, "raw_label": code,
                                    "start": float(start), "end": float(end)}))
     return items, report.finish(items)

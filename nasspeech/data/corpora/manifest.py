@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from nasspeech.data.items import CLASSES, Item, map_label
+from nasspeech.data.items import CLASSES, Item, dropped_by_map, map_label
 from nasspeech.data.report import LoadReport
 
 
@@ -21,7 +21,8 @@ def load_manifest(csv_path: str | Path, label_map: dict[str, str] | None = None,
 
     Unknown labels and missing files raise :class:`CorpusError` naming the row, or are skipped
     and counted with ``on_unknown_label="skip"`` / ``on_missing_file="skip"``. Duplicate rows
-    (same file, same label) are dropped and counted; the same file with two labels is an error.
+    (same file, label and speaker) are dropped and counted; the same file with two labels or
+    two speakers is an error naming both lines.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -29,7 +30,7 @@ def load_manifest(csv_path: str | Path, label_map: dict[str, str] | None = None,
     base = Path(root) if root is not None else csv_path.parent
     report = LoadReport(corpus, str(csv_path))
     items: list[Item] = []
-    seen: dict[str, tuple[int, str]] = {}
+    seen: dict[str, tuple[int, str, str]] = {}
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing_cols = {"path", "label", "speaker"} - set(reader.fieldnames or [])
@@ -43,9 +44,12 @@ def load_manifest(csv_path: str | Path, label_map: dict[str, str] | None = None,
             if not raw_path or not speaker:
                 raise CorpusError(f"{where}: empty path or speaker")
             label = map_label(raw_label, label_map)
+            if label is None and dropped_by_map(raw_label, label_map):
+                report.skip(where, f"dropped by label_map: {raw_label!r}")
+                continue
             if label is None:
                 if on_unknown_label == "skip":
-                    report.skip(where, f"unknown label {raw_label!r}")
+                    report.skip(where, f"unknown label: {raw_label!r}")
                     continue
                 raise CorpusError(f"{where}: unknown label {raw_label!r} (classes {CLASSES}; map "
                                   "it with label_map or use on_unknown_label='skip')")
@@ -53,18 +57,21 @@ def load_manifest(csv_path: str | Path, label_map: dict[str, str] | None = None,
             path = (path if path.is_absolute() else base / path).resolve()
             if not path.is_file():
                 if on_missing_file == "skip":
-                    report.skip(where, f"missing file {path}")
+                    report.skip(where, f"missing file: {path}")
                     continue
                 raise CorpusError(f"{where}: audio file {path} does not exist")
             if str(path) in seen:
-                first_line, first_label = seen[str(path)]
+                first_line, first_label, first_speaker = seen[str(path)]
                 if first_label != label:
                     raise CorpusError(f"{where}: {raw_path} is labelled {label!r} but line "
                                       f"{first_line} labels it {first_label!r}")
+                if first_speaker != speaker:
+                    raise CorpusError(f"{where}: {raw_path} has speaker {speaker!r} but line "
+                                      f"{first_line} gives {first_speaker!r}")
                 report.duplicates += 1
-                report.skip(where, f"duplicate of line {first_line}")
+                report.skip(where, f"duplicate row: same as line {first_line}")
                 continue
-            seen[str(path)] = (line, label)
+            seen[str(path)] = (line, label, speaker)
             items.append(Item(str(path), label, speaker, (row.get("session") or "").strip(),
                               {"corpus": corpus, "raw_label": raw_label, "row": line}))
     return items, report.finish(items)

@@ -1,9 +1,12 @@
-"""MSP-IMPROV: labels from ``Evalution.txt`` (sic), audio found by name anywhere under root.
+"""MSP-IMPROV: labels from ``Evalution.txt`` (sic; ``Evaluation.txt`` also accepted), audio
+found by name anywhere under root.
 
-``Evalution.txt`` has one block per clip whose first line reads
-``UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:...; V:...; D:...; N:...;`` (category A/H/S/N, others
-O/X unused); the wav is ``MSP-IMPROV-S01A-F01-P-FM01.wav`` (in the release under
-``Audio/session1/S01A/P/``). Session ``01`` from ``S01A``, speaker ``F01``.
+The label file has one block per clip whose first line reads
+``UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:...; V:...; D:...; N:...;`` (consensus category
+A/H/S/N; O and X are unused) followed by one line per evaluator; the wav is
+``MSP-IMPROV-S01A-F01-P-FM01.wav`` (in the release under ``session1/S01A/P/``). In the name,
+``S01A`` is target sentence 01 with target emotion A, ``F01`` the speaker (female actor of
+session 01), ``P`` the recording type (R read, S/P improvised, T natural interaction).
 """
 
 from __future__ import annotations
@@ -12,24 +15,27 @@ import re
 from pathlib import Path
 
 from nasspeech.data.corpora.manifest import CorpusError
-from nasspeech.data.items import Item
+from nasspeech.data.items import Item, corpus_label
 from nasspeech.data.report import LoadReport
 
-LINE = re.compile(r"^(?:UTD|MSP)-IMPROV-(S(\d\d)([A-Z])-([FM]\d\d)-([A-Z])-([A-Z]{2}\d\d))"
+LINE = re.compile(r"^(?:UTD|MSP)-IMPROV-(S(\d\d)([A-Z])-([FM](\d\d))-([A-Z])-([A-Z]{2}\d\d))"
                   r"\.\w+;\s*([A-Za-z]+)\s*;")
 CODES = {"A": "anger", "H": "happiness", "S": "sadness", "N": "neutral"}
+LABEL_FILES = ("Evalution.txt", "Evaluation.txt")
 
 
-def load_msp_improv(root: str | Path, label_file: str = "Evalution.txt"
-                    ) -> tuple[list[Item], LoadReport]:
-    """Items of MSP-IMPROV (4 classes; 6 sessions, 12 actors)."""
+def load_msp_improv(root: str | Path, label_map: dict[str, str] | None = None,
+                    label_file: str | None = None) -> tuple[list[Item], LoadReport]:
+    """Items of MSP-IMPROV (A/H/S/N; 6 sessions, 12 actors).
+
+    Speaker = the actor (``F01``), session = the actor's session (``01``), so grouping by
+    session leaves one actor pair out. Other labels and missing wavs are skipped and counted.
+    """
     root = Path(root)
-    labels = root / label_file
-    if not labels.is_file():
-        alt = root / "Evaluation.txt"
-        if not alt.is_file():
-            raise CorpusError(f"{root}: no {label_file} (the MSP-IMPROV label file)")
-        labels = alt
+    names = (label_file,) if label_file else LABEL_FILES
+    labels = next((root / n for n in names if (root / n).is_file()), None)
+    if labels is None:
+        raise CorpusError(f"{root}: no {' or '.join(names)} (the MSP-IMPROV label file)")
     wavs = {p.stem: p for p in root.rglob("*.wav")}
     report = LoadReport("msp_improv", str(root))
     items: list[Item] = []
@@ -37,16 +43,17 @@ def load_msp_improv(root: str | Path, label_file: str = "Evalution.txt"
         m = LINE.match(line.strip())
         if not m:
             continue
-        ident, session, scenario, speaker, kind, _, code = m.groups()
+        ident, sentence, target, speaker, session, kind, _, code = m.groups()
         name = f"MSP-IMPROV-{ident}"
-        if code not in CODES:
-            report.skip(name, f"label {code} not used")
+        label = corpus_label(code, CODES, label_map)
+        if label is None:
+            report.skip(name, f"unused label: {code}")
             continue
         wav = wavs.get(name)
         if wav is None:
-            report.skip(name, f"missing file {name}.wav")
+            report.skip(name, f"missing file: {name}.wav")
             continue
-        items.append(Item(str(wav.resolve()), CODES[code], speaker, session,
-                          {"corpus": "msp_improv", "scenario": scenario, "type": kind,
-                           "raw_label": code}))
+        items.append(Item(str(wav.resolve()), label, speaker, session,
+                          {"corpus": "msp_improv", "sentence": sentence, "target": target,
+                           "type": kind, "raw_label": code}))
     return items, report.finish(items)
