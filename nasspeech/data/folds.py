@@ -52,12 +52,16 @@ class Fold:
                 "parts": parts}
 
     def summary_text(self) -> str:
+        """The summary as a few lines of text (printed by the commands)."""
         s = self.summary()
+        def groups(n: int) -> str:
+            return f"{n} {self.group_by}{'' if n == 1 else 's'}"
+
         lines = [f"fold {self.index}: test {self.group_by}s {', '.join(self.test_groups)}"]
         for name, part in s["parts"].items():
             classes = " ".join(f"{c}={n}" for c, n in part["classes"].items())
-            lines.append(f"  {name:6s} {part['n']:5d} clips, {len(part['groups'])} "
-                         f"{self.group_by}s  [{classes}]")
+            lines.append(f"  {name:6s} {part['n']:5d} clips, {groups(len(part['groups']))}  "
+                         f"[{classes}]")
         return "\n".join(lines)
 
 

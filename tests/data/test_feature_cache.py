@@ -4,7 +4,6 @@ run resumes, and the process pool gives the same features."""
 import os
 import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -66,11 +65,11 @@ def test_interrupted_run_leaves_only_whole_entries_and_resumes(tmp_path, tone, s
     with pytest.raises(KeyboardInterrupt):
         extract_features(files, small, cache, progress=False)
     monkeypatch.setattr(extract_mod, "file_features", real)
-    entries = list(cache.rglob("*.npy"))
-    assert len(entries) == 2 and all(np.load(e).shape == (20, 16) for e in entries)
+    entries = list(cache.rglob("*.f32"))
+    assert len(entries) == 2 and all(e.stat().st_size == 4 * 20 * 16 for e in entries)
     # a torn write by something else (a half file) and a stale temp file are harmless
     entries[0].write_bytes(entries[0].read_bytes()[:40])
-    (entries[0].parent / ".tmp-stale.npy").write_bytes(b"junk")
+    (entries[0].parent / ".tmp-stale").write_bytes(b"junk")
     x, rep = extract_features(files, small, cache, progress=False)
     assert (rep.extracted, rep.from_cache) == (3, 1) and x.shape == (4, 1, 20, 16)
     fresh, _ = extract_features(files, small, None, progress=False)
@@ -83,4 +82,4 @@ def test_process_pool_matches_serial(tmp_path, tone, small):
     parallel, rep = extract_features(files, small, tmp_path / "cache", workers=2,
                                      progress=False)
     assert torch.equal(serial, parallel) and rep.extracted == 5
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 5  # workers fill the cache
+    assert len(list((tmp_path / "cache").rglob("*.f32"))) == 5  # workers fill the cache
