@@ -110,7 +110,7 @@ def load_run_data(config: Any, progress: bool = True, workers: int | None = None
     from nasspeech import data as D
 
     dc = config.data
-    items, load_report = D.load_corpus(dc)
+    items, load_report = D.load_corpus(dc, progress)
     if progress:
         print(load_report, flush=True)
     x, report = D.extract_features(items, dc.features, dc.cache_dir, workers or dc.workers,
@@ -119,7 +119,7 @@ def load_run_data(config: Any, progress: bool = True, workers: int | None = None
     class_names = list(getattr(dc, "classes", None) or D.CLASSES)
     lookup = {name: i for i, name in enumerate(class_names)}
     y = torch.tensor([lookup[item.label] for item in items], dtype=torch.long)
-    folds = D.make_folds(items, dc.folds, dc.group_by, dc.search_fraction, dc.seed)
+    folds = D.folds_for(items, dc)  # honours data.fold_file
     splits = [
         FoldSplit(k, list(f.search), list(f.train), list(f.test), _summary(f))
         for k, f in enumerate(folds)

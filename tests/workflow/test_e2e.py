@@ -110,3 +110,20 @@ def test_scopes_scatter(tiny_config, tmp_path):
     rows = json.loads((out / "scopes.json").read_text())
     assert [r["name"] for r in rows] == ["lstm_only", "rnn_only"]
     assert (out / "scopes.png").stat().st_size > 1000
+
+
+def test_run_data_honours_the_fold_file(tiny_config, tmp_path):
+    """``data.fold_file`` decides which speakers each fold tests on."""
+    from nasspeech import data as D
+
+    config = RunConfig.load(tiny_config)
+    items, _ = D.load_corpus(config.data, progress=False)
+    speakers = sorted({item.speaker for item in items})
+    chosen = {s: (0 if s in speakers[-2:] else 1 + i % 2) for i, s in enumerate(speakers)}
+    fold_file = tmp_path / "folds.json"
+    fold_file.write_text(json.dumps(chosen))
+    config = config.model_copy(update={"data": config.data.model_copy(
+        update={"fold_file": str(fold_file), "group_by": "speaker"})})
+    data = load_run_data(config, progress=False)
+    test_speakers = {items[i].speaker for i in data.fold(0).test}
+    assert test_speakers == set(speakers[-2:])
