@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasspeech.ops.depthwise import DepthwiseConv2d
 from nasspeech.registry import register_op
 
 
@@ -23,23 +24,6 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
-class ContiguousConv2d(nn.Conv2d):
-    """A Conv2d computed in NCHW whatever the input's memory format (output in the input's).
-
-    On CPU, oneDNN's channels-last kernels for *strided dilated* depthwise convolutions run
-    about 2x slower than NCHW (measured: 16x16x128x128, 5x5, stride 2, dilation 2: 209 ms vs
-    91 ms forward+backward incl. the layout copies); every other case is faster channels-last.
-    Parameters and their names are those of ``nn.Conv2d``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv2d(x.contiguous(), self.weight.contiguous(), self.bias, self.stride,
-                     self.padding, self.dilation, self.groups)
-        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            y = y.contiguous(memory_format=torch.channels_last)
-        return y
-
-
 class DilConv(nn.Sequential):
     """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN."""
 
@@ -47,11 +31,9 @@ class DilConv(nn.Sequential):
         self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int,
         relu_inplace: bool = False,
     ) -> None:
-        depthwise = ContiguousConv2d if stride > 1 and dilation > 1 else nn.Conv2d
         super().__init__(
             nn.ReLU(inplace=relu_inplace),
-            depthwise(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in,
-                      bias=False),
+            DepthwiseConv2d(c_in, kernel, stride, padding, dilation),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out),
         )

@@ -62,11 +62,12 @@ class SearchCell(_CellIO):
         reduction: bool,
         reduction_prev: bool,
         partial_channels: int = 1,
+        bn_affine: bool = False,
     ) -> None:
         super().__init__(layout, c_prev_prev, c_prev, width, reduction, reduction_prev, nodes)
         self.nodes = nodes
         self.edges = nn.ModuleList(
-            MixedOp(ops, width, self.stride_for(source), layout, partial_channels)
+            MixedOp(ops, width, self.stride_for(source), layout, partial_channels, bn_affine)
             for j in range(nodes)
             for source in range(2 + j)
         )

@@ -106,6 +106,7 @@ class SearchComponent(_Component):
             cell = SearchCell(
                 self.layout, ops, cfg.nodes, slot.c_prev_prev, slot.c_prev, slot.width,
                 slot.kind == "reduce", slot.reduction_prev, cfg.partial_channels,
+                cfg.search_bn_affine,
             )
             cell.kind = slot.kind
             cells.append(cell)

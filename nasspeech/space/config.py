@@ -44,6 +44,11 @@ class ComponentConfig(BaseModel):
     partial_channels: int = Field(
         default=1, ge=1, description="PC-DARTS: mixed ops see 1/K of the channels (1 = off)"
     )
+    search_bn_affine: bool = Field(
+        default=False,
+        description="keep the affine parameters of BatchNorm layers inside candidate ops "
+        "during the search (DARTS: off; derived models always have them)",
+    )
     handover: HandoverConfig = Field(default_factory=HandoverConfig)
 
     @field_validator("handover", mode="before")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nasspeech.ops.batchnorm import SearchBatchNorm2d, use_search_batchnorm
 from nasspeech.registry import Operation
 from nasspeech.space.families import FamilyLayout
 
@@ -39,7 +40,10 @@ class MixedOp(nn.Module):
 
     ``none`` (``is_zero``) ops are never computed: they contribute zero to the sum but keep
     their softmax weight, which is what multiplying their zero output would give, without the
-    work and memory. Pool ops in cnn cells get a parameter-free BatchNorm, as in DARTS.
+    work and memory. Pool ops in cnn cells get a parameter-free BatchNorm, as in DARTS, and
+    the BatchNorms inside the candidate ops lose their affine parameters too (as in DARTS;
+    ``bn_affine=True`` keeps them); parameter-free BatchNorms keep their output instead of
+    their input for the backward pass (:mod:`nasspeech.ops.batchnorm`).
     With ``partial_channels=K`` only 1/K of the channels pass through the ops (PC-DARTS).
 
     Ops that begin with a ReLU (all DARTS convolutions) share one ReLU of the edge input
@@ -54,6 +58,7 @@ class MixedOp(nn.Module):
         stride: int,
         layout: FamilyLayout,
         partial_channels: int = 1,
+        bn_affine: bool = False,
     ) -> None:
         super().__init__()
         self.layout = layout
@@ -66,7 +71,9 @@ class MixedOp(nn.Module):
                 continue
             module = op.build(width, stride)
             if layout.family == "cnn" and "pool" in op.tags:
-                module = nn.Sequential(module, nn.BatchNorm2d(width, affine=False))
+                module = nn.Sequential(module, SearchBatchNorm2d(width))
+            if not bn_affine:
+                module = use_search_batchnorm(module)
             modules.append(module)
             self.op_index.append(i)
         self.ops = nn.ModuleList(modules)

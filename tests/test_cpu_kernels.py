@@ -1,0 +1,110 @@
+"""The faster CPU pieces of the search cells compute exactly what PyTorch's own kernels do:
+the depthwise convolution's backward, and the output-saving BatchNorm of search cells."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from nasspeech.ops.batchnorm import SearchBatchNorm2d, use_search_batchnorm
+from nasspeech.ops.depthwise import DepthwiseConv2d, reference_kernels
+from nasspeech.registry import get_op
+from nasspeech.space.families import CnnLayout
+from nasspeech.space.mixed_op import MixedOp
+
+CASES = list(itertools.product((3, 5), (1, 2), (1, 2), (None, 0, 1), (False, True), (9, 12)))
+
+
+@pytest.mark.parametrize(("kernel", "stride", "dilation", "padding", "channels_last", "size"),
+                         CASES)
+def test_depthwise_backward_matches_pytorch(kernel, stride, dilation, padding, channels_last,
+                                            size):
+    torch.manual_seed(0)
+    pad = dilation * (kernel - 1) // 2 if padding is None else padding
+    conv = DepthwiseConv2d(3, kernel, stride, pad, dilation).double()
+    x = torch.randn(2, 3, size, size + 1, dtype=torch.double)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out = conv(x)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, [x, conv.weight], grad)
+    with reference_kernels():
+        ref_out = conv(x)
+        theirs = torch.autograd.grad(ref_out, [x, conv.weight], grad)
+    torch.testing.assert_close(out, ref_out)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+
+
+def test_depthwise_frozen_weight_gets_no_gradient_work():
+    conv = DepthwiseConv2d(4, 3, 2, 2, 2)
+    conv.weight.requires_grad_(False)
+    x = torch.randn(2, 4, 10, 10, requires_grad=True)
+    conv(x).sum().backward()
+    assert x.grad is not None and conv.weight.grad is None
+
+
+def test_search_batchnorm_matches_batchnorm_without_affine():
+    torch.manual_seed(0)
+    ours, ref = SearchBatchNorm2d(5).double(), nn.BatchNorm2d(5, affine=False).double()
+    for step in range(2):
+        x = (torch.randn(4, 5, 6, 7, dtype=torch.double) * 3 + step).contiguous(
+            memory_format=torch.channels_last).requires_grad_()
+        y, y_ref = ours(x), ref(x)
+        torch.testing.assert_close(y, y_ref)
+        g = torch.randn_like(y)
+        torch.testing.assert_close(torch.autograd.grad(y, x, g)[0],
+                                   torch.autograd.grad(y_ref, x, g)[0])
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked) == 2
+    ours.eval(), ref.eval()
+    x = torch.randn(3, 5, 4, 4, dtype=torch.double)
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_search_batchnorm_keeps_its_output_not_its_input():
+    bn = SearchBatchNorm2d(4)
+    saved: list[torch.Tensor] = []
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    conv_out = x * 2  # stands for a convolution's output
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = bn(conv_out)
+    assert any(t.data_ptr() == y.data_ptr() for t in saved)
+    assert not any(t.data_ptr() == conv_out.data_ptr() for t in saved)
+
+
+def test_conversion_drops_affine_and_inplace_relu():
+    module = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                           nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4, eps=1e-3)))
+    use_search_batchnorm(module)
+    bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 2 and all(type(m) is SearchBatchNorm2d and not m.affine for m in bns)
+    assert bns[1].eps == 1e-3
+    assert not module[2].inplace
+    x = torch.randn(2, 4, 3, 3, requires_grad=True)
+    module(x).sum().backward()  # an in-place ReLU here would corrupt the saved output
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("bn_affine", [False, True])
+def test_mixed_op_batchnorm_affine_setting(bn_affine):
+    ops = [get_op("cnn", n) for n in ("sep_conv_3x3", "max_pool_3x3", "dil_conv_5x5")]
+    mixed = MixedOp(ops, 8, 1, CnnLayout(), bn_affine=bn_affine)
+    affine = [m.affine for m in mixed.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(affine) == 4  # two in sep_conv, one after the pool, one in dil_conv
+    assert affine == ([True, True, False, True] if bn_affine else [False] * 4)
+
+
+def test_double_backward_through_the_custom_kernels():
+    """The exact Hessian-vector product of the Architect test needs second derivatives."""
+    torch.manual_seed(0)
+    bn = SearchBatchNorm2d(3).double()
+    conv = DepthwiseConv2d(3, 3, 2, 2, 2).double()
+    x = torch.randn(2, 3, 7, 7, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: bn(conv(t)) ** 2, (x,))
+    assert torch.autograd.gradcheck(lambda t: bn(conv(t)) ** 2, (x,))
