@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from nasspeech.ops.batchnorm import SearchBatchNorm2d, use_search_batchnorm
-from nasspeech.ops.depthwise import DepthwiseConv2d, reference_kernels
+from nasspeech.ops.depthwise import DepthwiseConv2d
+from nasspeech.ops.kernels import reference_kernels
 from nasspeech.registry import get_op
 from nasspeech.space.families import CnnLayout
 from nasspeech.space.mixed_op import MixedOp
@@ -108,3 +109,19 @@ def test_double_backward_through_the_custom_kernels():
     x = torch.randn(2, 3, 7, 7, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda t: bn(conv(t)) ** 2, (x,))
     assert torch.autograd.gradcheck(lambda t: bn(conv(t)) ** 2, (x,))
+
+
+@pytest.mark.parametrize(("stride", "size"), [(1, 7), (1, 8), (2, 7), (2, 8)])
+def test_avg_pool_as_convolution_matches_pytorch(stride, size):
+    from nasspeech.ops.cnn import AvgPool3x3
+
+    pool = AvgPool3x3(stride)
+    x = torch.randn(2, 4, size, size + 1, dtype=torch.double).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    y = pool(x)
+    g = torch.randn_like(y)
+    with reference_kernels():
+        y_ref = pool(x)
+        g_ref = torch.autograd.grad(y_ref, x, g)[0]
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], g_ref)

@@ -9,11 +9,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasspeech.ops.depthwise import DepthwiseConv2d
+from nasspeech.ops.depthwise import DepthwiseConv2d, depthwise_conv2d
+from nasspeech.ops.kernels import fast_cpu_path
+from nasspeech.ops.layout import channels_last_grad
+from nasspeech.ops.relu import relu_then
 from nasspeech.registry import register_op
 
 
-class ReLUConvBN(nn.Sequential):
+class ReLULed(nn.Sequential):
+    """A Sequential that starts with a ReLU; the ReLU's output is not kept for the backward
+    pass but recomputed (:func:`nasspeech.ops.relu.relu_then`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self[0]
+        if not isinstance(first, nn.ReLU) or first.inplace:
+            return super().forward(x)
+        return relu_then(x, self._after_relu)
+
+    def _after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        for module in list(self)[1:]:
+            x = module(x)
+        return x
+
+
+class ReLUConvBN(ReLULed):
     """ReLU -> Conv2d -> BatchNorm (the DARTS preprocessing block)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
@@ -24,7 +43,7 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
-class DilConv(nn.Sequential):
+class DilConv(ReLULed):
     """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN."""
 
     def __init__(
@@ -42,8 +61,9 @@ class DilConv(nn.Sequential):
 class SepConv(nn.Sequential):
     """Two depthwise-separable blocks; the first carries the stride.
 
-    The second block's ReLU runs in place on the first block's BatchNorm output, which
-    BatchNorm's backward does not need: one activation fewer to keep.
+    The second block's ReLU runs in place on the first block's BatchNorm output when that
+    BatchNorm keeps its input (affine); search cells use BatchNorms that keep their output
+    and turn the in-place ReLU off (:mod:`nasspeech.ops.batchnorm`).
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
@@ -53,7 +73,7 @@ class SepConv(nn.Sequential):
         )
 
 
-class Conv7x1x1x7(nn.Sequential):
+class Conv7x1x1x7(ReLULed):
     """ReLU -> (1x7) conv -> (7x1) conv -> BN, stride on one axis each so shapes match."""
 
     def __init__(self, channels: int, stride: int) -> None:
@@ -63,6 +83,28 @@ class Conv7x1x1x7(nn.Sequential):
             nn.Conv2d(channels, channels, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
             nn.BatchNorm2d(channels),
         )
+
+
+class AvgPool3x3(nn.AvgPool2d):
+    """3x3 average pooling, padding excluded from the mean (``nn.AvgPool2d``'s parameters).
+
+    On CPU it runs as a depthwise convolution with a ones kernel, scaled by the reciprocal
+    window counts: oneDNN's pooling is several times slower than its depthwise convolution
+    for the few channels of DARTS cells.
+    """
+
+    def __init__(self, stride: int = 1) -> None:
+        super().__init__(3, stride=stride, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not fast_cpu_path(x) or x.dim() != 4:
+            return super().forward(x)
+        ones = torch.ones(x.shape[1], 1, 3, 3, dtype=x.dtype)
+        y = depthwise_conv2d(x, ones, (self.stride, self.stride), (1, 1), (1, 1))
+        # the number of in-image pixels under each window (a small H x W map)
+        counts = F.conv2d(torch.ones(1, 1, *x.shape[-2:], dtype=x.dtype), ones[:1],
+                          stride=self.stride, padding=1)
+        return y.mul_(counts.reciprocal_())
 
 
 class Identity(nn.Module):
@@ -98,15 +140,21 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        if self.relu.inplace:
+            return self._reduce(self.relu(x))
+        return relu_then(x, self._reduce)
+
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
         a = self.conv_1(x)
         if x.shape[2] < 2 or x.shape[3] < 2:  # nothing left after the offset: zero padding
             x = F.pad(x, (0, 1, 0, 1))
-        b = self.conv_2(x[:, :, 1:, 1:])
+        # conv_2 on x shifted by one pixel, as a 2x2 stride-2 kernel with only its bottom-right
+        # tap: no slice (a slice's gradient comes back NCHW, and copying it is slow)
+        b = F.conv2d(x, F.pad(self.conv_2.weight, (1, 0, 1, 0)), None, 2)
         dh, dw = a.shape[2] - b.shape[2], a.shape[3] - b.shape[3]
         if dh or dw:
             b = F.pad(b, (0, dw, 0, dh))
-        return self.bn(torch.cat([a, b], dim=1))
+        return self.bn(torch.cat([channels_last_grad(a), channels_last_grad(b)], dim=1))
 
 
 @register_op("cnn", "none", parametric=False, is_zero=True)
@@ -130,7 +178,7 @@ def max_pool_3x3(channels: int, stride: int = 1) -> nn.Module:
 @register_op("cnn", "avg_pool_3x3", parametric=False, tags=("pool",))
 def avg_pool_3x3(channels: int, stride: int = 1) -> nn.Module:
     """3x3 average pooling (padding excluded from the mean)."""
-    return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+    return AvgPool3x3(stride)
 
 
 @register_op("cnn", "sep_conv_3x3", tags=("conv",))

@@ -6,37 +6,17 @@ channels-last), and the weight gradient of 5x5 kernels. :class:`DepthwiseConv2d`
 input gradient as a *forward* depthwise convolution instead: the output gradient, zero-filled
 between the strided positions and padded by the kernel's extent, convolved with the flipped
 kernel. The weight gradient stays oneDNN's, and is skipped when the weight is frozen (the
-first-order alpha step). On other devices, and inside :func:`reference_kernels`, the module
-is a plain ``nn.Conv2d``.
+first-order alpha step). On other devices, on fake tensors and inside
+:func:`nasspeech.ops.kernels.reference_kernels`, the module is a plain ``nn.Conv2d``.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_FAST_CPU = True
-
-
-@contextlib.contextmanager
-def reference_kernels() -> Iterator[None]:
-    """Run the toolkit's ops with PyTorch's own kernels (what a GPU runs), e.g. to trace
-    the GPU's allocations on CPU tensors."""
-    global _FAST_CPU
-    previous, _FAST_CPU = _FAST_CPU, False
-    try:
-        yield
-    finally:
-        _FAST_CPU = previous
-
-
-def fast_cpu_path(x: torch.Tensor) -> bool:
-    """Whether the CPU-specific kernels apply to ``x``."""
-    return _FAST_CPU and x.device.type == "cpu"
+from nasspeech.ops.kernels import fast_cpu_path
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
@@ -70,23 +50,29 @@ def depthwise_input_grad(grad: torch.Tensor, weight: torch.Tensor, input_hw: tup
 class _DepthwiseConv2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, stride, padding, dilation):  # type: ignore[override]
-        ctx.save_for_backward(x, weight)
-        ctx.conv = (stride, padding, dilation)
+        # the input is needed only for the weight gradient
+        ctx.save_for_backward(x if weight.requires_grad else None, weight)
+        ctx.conv = (stride, padding, dilation, tuple(x.shape[-2:]))
         return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         x, weight = ctx.saved_tensors
-        stride, padding, dilation = ctx.conv
+        stride, padding, dilation, input_hw = ctx.conv
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = depthwise_input_grad(grad, weight, tuple(x.shape[-2:]), stride, padding,
-                                          dilation)
+            grad_x = depthwise_input_grad(grad, weight, input_hw, stride, padding, dilation)
         if ctx.needs_input_grad[1]:
             grad_w = torch.ops.aten.convolution_backward(
                 grad, x, weight, None, stride, padding, dilation, False, (0, 0), x.shape[1],
                 (False, True, False))[1]
         return grad_x, grad_w, None, None, None
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+                     padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+    """``F.conv2d(x, weight, groups=C)`` with the CPU backward of this module."""
+    return _DepthwiseConv2dFunction.apply(x, weight, stride, padding, dilation)
 
 
 class DepthwiseConv2d(nn.Conv2d):

@@ -45,6 +45,8 @@ class _CellIO(nn.Module):
         return 2 if self.reduction and source < 2 else 1
 
     def finish(self, nodes: list[torch.Tensor]) -> torch.Tensor:
+        # the concatenation's backward hands each node a strided channel slice
+        nodes = [self.layout.keep_grad_layout(n) for n in nodes]
         return self.combine(torch.cat(nodes, dim=self.layout.channel_dim))
 
 

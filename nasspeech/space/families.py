@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nasspeech.ops.layout import channels_last_grad
+
 from nasspeech.ops.cnn import FactorizedReduce, Identity, ReLUConvBN
 
 
@@ -34,6 +36,10 @@ class FamilyLayout:
     def combine(self, n_concat: int, width: int) -> tuple[nn.Module, int]:
         """Module applied to the concatenated nodes, and the cell's output width."""
         raise NotImplementedError
+
+    def keep_grad_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``, with its gradient kept in the family's memory layout (identity here)."""
+        return x
 
     def reduce_residual(self, channels: int) -> nn.Module:
         """PC-DARTS: how the channels a mixed op skips follow a stride-2 edge."""
@@ -66,6 +72,9 @@ class CnnLayout(FamilyLayout):
 
     def combine(self, n_concat: int, width: int) -> tuple[nn.Module, int]:
         return Identity(), n_concat * width
+
+    def keep_grad_layout(self, x: torch.Tensor) -> torch.Tensor:
+        return channels_last_grad(x)
 
 
 class SeqLayout(FamilyLayout):

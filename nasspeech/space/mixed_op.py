@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from nasspeech.ops.batchnorm import SearchBatchNorm2d, use_search_batchnorm
+from nasspeech.ops.relu import relu_then
 from nasspeech.registry import Operation
 from nasspeech.space.families import FamilyLayout
 
@@ -90,18 +91,22 @@ class MixedOp(nn.Module):
         if self.partial > 1:
             width = x.shape[dim] // self.partial
             x, rest = torch.split(x, [width, x.shape[dim] - width], dim=dim)
-        relu_x = None
-        out: torch.Tensor | None = None
-        for i, op, body in zip(self.op_index, self.ops, self._after_relu):
-            if body is not None:
-                if relu_x is None:
-                    relu_x = torch.relu(x)
-                y = body(relu_x)
-            else:
-                y = op(x)
-            out = weights[i] * y if out is None else torch.addcmul(out, weights[i], y)
+        if any(body is not None for body in self._after_relu):
+            out = relu_then(x, lambda relu_x: self._weighted_sum(x, relu_x, weights))
+        else:
+            out = self._weighted_sum(x, None, weights)
         if self.partial > 1:
             if self.skip_path is not None:
                 rest = self.skip_path(rest)
             out = channel_shuffle(torch.cat([out, rest], dim=dim), self.partial, dim)
+        return out
+
+    def _weighted_sum(self, x: torch.Tensor, relu_x: torch.Tensor | None,
+                      weights: torch.Tensor) -> torch.Tensor:
+        """sum_i weights[i] * op_i(x); ops that begin with a ReLU get ``relu_x``."""
+        out: torch.Tensor | None = None
+        for i, op, body in zip(self.op_index, self.ops, self._after_relu):
+            y = body(relu_x) if body is not None else op(x)
+            out = weights[i] * y if out is None else torch.addcmul(out, weights[i], y)
+        assert out is not None, "a mixed op has at least one op other than 'none'"
         return out

@@ -12,11 +12,15 @@ import itertools
 from helpers import canonical, cnn_space, fake_trace, lstm_space, real_setup
 from real_cpu import profiled_allocations
 
+from nasspeech.ops.kernels import reference_kernels
+
 
 def _real(space, batch: int, order: int, ops: set[str]) -> dict:
-    setup = real_setup(space, batch, order)
-    setup.run()  # warm-up: optimiser state and leftover gradients, as in the trace
-    return profiled_allocations(setup.run, ops)
+    # fake tensors take PyTorch's own kernels (what a GPU runs), not the CPU-only fast paths
+    with reference_kernels():
+        setup = real_setup(space, batch, order)
+        setup.run()  # warm-up: optimiser state and leftover gradients, as in the trace
+        return profiled_allocations(setup.run, ops)
 
 
 def test_cnn_second_order_step_matches_real_cpu_allocations() -> None:

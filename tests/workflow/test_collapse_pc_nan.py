@@ -67,18 +67,28 @@ def test_aux_skip_adds_decaying_identity():
 
 
 def saved_activation_bytes(space: SearchSpace) -> int:
+    """Bytes still allocated after a forward pass (what autograd keeps for backward), from the
+    CPU allocator's own events."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
     torch.manual_seed(0)
     net = space.build_supernet()
     x = torch.randn(4, 1, 16, 16)
-    seen: dict[int, int] = {}
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = net(x).sum()
+    sizes: list[int] = []
 
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
+    def walk(event) -> None:
+        if event.tag == _EventType.Allocation:
+            sizes.append(event.extra_fields.alloc_size)
+        for child in event.children:
+            walk(child)
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        net(x).sum()
-    return sum(seen.values())
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root)
+    del out
+    return sum(sizes)
 
 
 def test_partial_channels_lowers_activation_memory():
