@@ -175,21 +175,116 @@ def replay(
 ) -> ReplayResult:
     """Run ``initial`` allocations, then ``events`` (``i`` allocates ``sizes[i]``, ``~i``
     frees it) through the model. ``preallocated`` are sizes allocated first and kept (e.g.
-    the cuBLAS workspace). ``oom`` is True if a request could not be served."""
-    model = CachingAllocatorModel(capacity)
+    the cuBLAS workspace). ``oom`` is True if a request could not be served.
+
+    The same model as :class:`CachingAllocatorModel`, written as one loop (a step replays
+    hundreds of thousands of events; tests check that both agree): a free block is found
+    by its key ``size << 64 | address`` in a sorted list per pool.
+    """
+    small_pool: list[int] = []  # keys of free blocks, sorted: by size, then address
+    large_pool: list[int] = []
+    free_blocks: dict[int, _Block] = {}  # key -> block
+    heads: dict[int, _Block] = {}  # segment -> its first block
+    seg_sizes: dict[int, int] = {}
+    allocated = reserved = peak_allocated = peak_reserved = next_addr = next_segment = 0
+    insort, bisect_left = bisect.insort, bisect.bisect_left
+
+    def remove_free(block: _Block) -> None:
+        key = block.size << 64 | block.addr
+        pool = small_pool if block.small else large_pool
+        i = bisect_left(pool, key)
+        if i < len(pool) and pool[i] == key:
+            del pool[i]
+            del free_blocks[key]
+
+    def empty_cache() -> None:
+        nonlocal reserved
+        for seg, head in list(heads.items()):
+            if head.free and head.next is None and head.prev is None:
+                remove_free(head)
+                reserved -= seg_sizes.pop(seg)
+                del heads[seg]
+
+    def malloc(nbytes: int) -> _Block:
+        nonlocal allocated, reserved, peak_allocated, peak_reserved, next_addr, next_segment
+        size = MIN_BLOCK if nbytes < MIN_BLOCK else MIN_BLOCK * ((nbytes + MIN_BLOCK - 1)
+                                                                 // MIN_BLOCK)
+        small = size <= SMALL_SIZE
+        pool = small_pool if small else large_pool
+        i = bisect_left(pool, size << 64)
+        if i < len(pool):
+            block = free_blocks.pop(pool.pop(i))
+        else:
+            if small:
+                seg_size = SMALL_BUFFER
+            elif size < MIN_LARGE_ALLOC:
+                seg_size = LARGE_BUFFER
+            else:
+                seg_size = ROUND_LARGE * ((size + ROUND_LARGE - 1) // ROUND_LARGE)
+            if capacity is not None and reserved + seg_size > capacity:
+                empty_cache()
+                if reserved + seg_size > capacity:
+                    raise OutOfMemory(f"cannot reserve {seg_size} B")
+            block = _Block(next_addr, seg_size, next_segment, small)
+            seg_sizes[next_segment] = seg_size
+            heads[next_segment] = block
+            next_segment += 1
+            next_addr += seg_size
+            reserved += seg_size
+            peak_reserved = max(peak_reserved, reserved)
+        remaining = block.size - size
+        if remaining >= MIN_BLOCK if small else remaining > SMALL_SIZE:
+            nxt = block.next
+            addr = block.addr + size
+            rest = _Block(addr, remaining, block.segment, small, True, block, nxt)
+            if nxt is not None:
+                nxt.prev = rest
+            block.next = rest
+            block.size = size
+            key = remaining << 64 | addr
+            insort(pool, key)
+            free_blocks[key] = rest
+        block.free = False
+        allocated += block.size
+        peak_allocated = max(peak_allocated, allocated)
+        return block
+
+    def free(block: _Block) -> None:
+        nonlocal allocated
+        block.free = True
+        allocated -= block.size
+        for neighbour in (block.prev, block.next):
+            if neighbour is not None and neighbour.free:
+                remove_free(neighbour)
+                first, second = ((block, neighbour) if block.addr < neighbour.addr
+                                 else (neighbour, block))
+                first.size += second.size
+                first.next = second.next
+                if second.next is not None:
+                    second.next.prev = first
+                first.free = True
+                if heads.get(first.segment) is second:
+                    heads[first.segment] = first
+                block = first
+        key = block.size << 64 | block.addr
+        insort(small_pool if block.small else large_pool, key)
+        free_blocks[key] = block
+
     blocks: dict[int, _Block] = {}
+    oom = False
     try:
         for n in preallocated:
-            model.malloc(n)
+            malloc(n)
         for i in initial:
-            blocks[i] = model.malloc(sizes[i])
+            blocks[i] = malloc(sizes[i])
+        pop = blocks.pop
         for e in events:
             if e >= 0:
-                blocks[e] = model.malloc(sizes[e])
+                blocks[e] = malloc(sizes[e])
             else:
-                block = blocks.pop(~e, None)
+                block = pop(~e, None)
                 if block is not None:
-                    model.free(block)
+                    free(block)
     except OutOfMemory:
-        return ReplayResult(model.peak_allocated, model.peak_reserved, True, len(model.segments))
-    return ReplayResult(model.peak_allocated, model.peak_reserved, False, len(model.segments))
+        oom = True
+    return ReplayResult(peak_allocated, peak_reserved, oom, len(seg_sizes))

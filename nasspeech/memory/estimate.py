@@ -65,14 +65,24 @@ def estimate(
     max_batch: bool = True,
     per_op: bool = False,
     progress: Progress | None = None,
+    parallel: bool | None = None,
 ) -> MemoryEstimate:
     """Estimate the GPU memory of one search step of ``space_or_config``.
 
     ``batch_size`` and ``order`` default to the config's ``search:`` section (else 64 and 2).
-    ``max_batch=False`` skips the largest-batch search (one trace instead of three);
+    ``max_batch=False`` skips the largest-batch search (one trace instead of two and a
+    partial one);
     ``per_op=True`` adds what removing each candidate op saves (from the same trace).
+    ``parallel``: the extra traces of the largest-batch search run in a forked process
+    alongside the main trace when a CPU core is idle (``None``), always (``True``, on Linux)
+    or never (``False``).
     """
-    from nasspeech.memory.batch import BatchModel, StepTracerSession
+    from nasspeech.memory.batch import (
+        CHECK_PASSES,
+        BatchModel,
+        StepTracerSession,
+        fit_and_check_batches,
+    )
 
     start = time.perf_counter()
     space, search = resolve_space(space_or_config)
@@ -83,18 +93,30 @@ def estimate(
         hyper = SearchHyper(**{**asdict(hyper), "order": order})
     say = progress or (lambda _msg: None)
     notes: list[str] = []
-    say(f"tracing one order-{hyper.order} search step at batch {batch_size} (fake tensors)")
     session = StepTracerSession(space, hyper, progress=progress)
-    trace = session.trace(batch_size)
-    max_bs = None
-    if max_batch:
-        model = BatchModel.fit(session, check=trace, progress=say)
-        if model is None:
-            notes.append("sizes are not linear in the batch size; max_batch_size not computed")
-        else:
-            say("searching the largest batch through the allocator model")
-            max_bs = model.max_batch(profile)
-    result = evaluate(trace, profile, hyper.order)
+    # the largest-batch fit needs two more traces; they run in a forked process, where a
+    # CPU core is idle, while this one traces the requested batch
+    second, third = fit_and_check_batches(batch_size)
+    jobs = [second, (third, CHECK_PASSES)]
+    background = session.trace_in_background(jobs, parallel) if max_batch else None
+    if background is not None:
+        say(f"tracing at batch {second} and {third} in a background process")
+    say(f"tracing one order-{hyper.order} search step at batch {batch_size}")
+    try:
+        trace = session.trace(batch_size)
+        result = evaluate(trace, profile, hyper.order)
+        max_bs = None
+        if max_batch:
+            model = BatchModel.fit_to(session, trace, progress=say, background=background)
+            if model is None:
+                notes.append(
+                    "sizes are not linear in the batch size; max_batch_size not computed")
+            else:
+                say("searching the largest batch through the allocator model")
+                max_bs = model.max_batch(profile)
+    finally:
+        if background is not None:
+            background.close()
     result.max_batch_size = max_bs
     if per_op:
         from nasspeech.memory.per_op import per_op_costs

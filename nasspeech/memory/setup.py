@@ -148,17 +148,19 @@ def prime_state(setup: StepSetup) -> dict[str, Any]:
     step leaves the weights' gradients, the alpha step the alphas'). Call inside the fake
     mode. Returns what was created, for :func:`state_matches` after the traced step."""
     params = list(setup.model.parameters())
+    # meta tensors hold no values: empty_like (C++) instead of zeros_like (a Python kernel)
+    like = torch.empty_like if params and params[0].is_meta else torch.zeros_like
     for p in params:
-        p.grad = torch.zeros_like(p)
+        p.grad = like(p)
     if setup.hyper.momentum:
         for group in setup.w_optimizer.param_groups:  # the order SGD creates them in
             for p in group["params"]:
-                setup.w_optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                setup.w_optimizer.state[p]["momentum_buffer"] = like(p)
     for p in setup.architect.alphas:
         setup.architect.optimizer.state[p] = {
             "step": torch.tensor(0.0),
-            "exp_avg": torch.zeros_like(p),
-            "exp_avg_sq": torch.zeros_like(p),
+            "exp_avg": like(p),
+            "exp_avg_sq": like(p),
         }
     return {"grads": {id(p) for p in params}, "state": _state_layout(setup)}
 

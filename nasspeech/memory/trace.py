@@ -1,12 +1,14 @@
 """Trace every storage allocation and free of one search step, in order.
 
-The step runs on fake CPU tensors (:class:`~torch._subclasses.fake_tensor.FakeTensorMode`):
-no memory is allocated, but every aten op computes the shapes, strides and storages of its
-outputs. A :class:`~torch.utils._python_dispatch.TorchDispatchMode` stacked on top sees each
-op's outputs; a storage it has not seen before is an allocation of ``storage.nbytes()``
-bytes, and a finalizer on the storage object records its free. Each allocation is
-attributed to a component and candidate op (module forward hooks; in the backward pass, the
-autograd node, tagged with the module that created it) and to a category.
+The step runs on tensors that allocate nothing: fake CPU tensors
+(:class:`~torch._subclasses.fake_tensor.FakeTensorMode`) here, or meta tensors with the
+fast tracer of :mod:`nasspeech.memory.meta_trace` (what CUDA-target estimates use); every
+aten op still computes the shapes, strides and storages of its outputs. A
+:class:`~torch.utils._python_dispatch.TorchDispatchMode` sees each op's outputs; a storage
+it has not seen before is an allocation of ``storage.nbytes()`` bytes, and a weak reference
+to the storage object records its free. Each allocation is attributed to a component and
+candidate op (module forward hooks; in the backward pass, the autograd node, tagged with the
+module that created it) and to a category.
 
 The same tracer runs on real tensors too (``fake=False``), which the tests use.
 """
@@ -14,6 +16,7 @@ The same tracer runs on real tensors too (``fake=False``), which the tests use.
 from __future__ import annotations
 
 import contextlib
+import gc
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -59,6 +62,8 @@ class Trace:
 
     ``events[i] >= 0`` allocates ``allocs[events[i]]``; ``events[i] < 0`` frees
     ``allocs[~events[i]]``. ``initial`` holds indices of storages alive at the start.
+    A sizes-only trace (traced without attribution in another process) has ``nbytes``
+    (the size of every storage) and no ``allocs``.
     """
 
     allocs: list[Alloc] = field(default_factory=list)
@@ -66,6 +71,7 @@ class Trace:
     events: list[int] = field(default_factory=list)
     batch_size: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    nbytes: list[int] | None = None
 
     def initial_bytes(self) -> int:
         return sum(self.allocs[i].nbytes for i in self.initial)
@@ -80,6 +86,8 @@ class Trace:
         return curve
 
     def sizes(self) -> list[int]:
+        if self.nbytes is not None:
+            return self.nbytes
         return [a.nbytes for a in self.allocs]
 
     def signed_sequence(self, initial_frees: bool = True) -> list[int]:
@@ -118,23 +126,54 @@ def owner_map(model: nn.Module) -> dict[int, Owner]:
     return owners
 
 
+class StopTrace(Exception):
+    """Raised inside the step to end a partial trace (``stop_after_tasks``)."""
+
+
+class _StorageRef(weakref.ref):
+    """A weak reference to a storage that remembers which allocation it is (its callback
+    records the free; cheaper than :func:`weakref.finalize`)."""
+
+    __slots__ = ("index", "key")
+
+
+_task_id = torch._C._current_graph_task_id
+_current_node = torch._C._current_autograd_node
+
+
 class _Tracker(TorchDispatchMode):
-    """Records new storages among op outputs and their frees."""
+    """Records new storages among op outputs and their frees.
+
+    ``attribute=False`` skips what only the report needs (owners via module hooks and
+    autograd nodes, saved-activation marks); the events and sizes are the same.
+    """
+
+    #: what the saved-tensor hook keeps of a saved tensor (a tensor sharing its storage,
+    #: without its autograd history: keeping the tensor itself would make reference cycles)
+    detach_saved = staticmethod(torch.Tensor.detach)
 
     def __init__(self, trace: Trace, fake: bool, target: str,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, attribute: bool = True) -> None:
         super().__init__()
         self.progress = progress
         self.trace = trace
         self.fake = fake
         self.target = target
+        self.attribute = attribute
+        if not attribute:
+            trace.nbytes = []  # a sizes-only trace: no per-storage records
         self.live: dict[int, int] = {}  # id(storage object) -> alloc index
+        self.refs: list[_StorageRef] = []
+        self._free_callback = self._on_free
         self.stack: list[Owner | None] = []
         self.closed = False
         self.task_last_event: dict[int, int] = {}
         self.pending: tuple[int, int, int, int] | None = None
         self.alias: dict[int, int] = {}
         self.ops_seen: set[Any] = set()
+        #: end the trace (:class:`StopTrace`) at the first allocation outside the autograd
+        #: graph tasks once this many backward passes have run (None: trace the whole step)
+        self.stop_after_tasks: int | None = None
 
     # -- storages ----------------------------------------------------------------------
     def adopt(self, tensors: Iterable[torch.Tensor], category: str, owner: Owner) -> None:
@@ -148,41 +187,59 @@ class _Tracker(TorchDispatchMode):
 
     def _new(self, s: Any, nbytes: int, category: str, owner: Owner | None, aten: str,
              task: int) -> int:
-        comp, op = owner if owner is not None else ("other", None)
-        index = len(self.trace.allocs)
-        self.trace.allocs.append(Alloc(nbytes, category, comp, op, aten, task))
+        index = self._record_alloc(nbytes, category, owner, aten, task)
         key = id(s)
         self.live[key] = index
-        weakref.finalize(s, self._free, key, index)
+        ref = _StorageRef(s, self._free_callback)
+        ref.key, ref.index = key, index
+        self.refs.append(ref)
         return index
 
-    def _free(self, key: int, index: int) -> None:
-        if self.live.get(key) == index:
-            del self.live[key]
-        if not self.closed:
-            self._event(~self.alias.pop(index, index))
+    def _record_alloc(self, nbytes: int, category: str, owner: Owner | None, aten: str,
+                      task: int) -> int:
+        if not self.attribute:
+            sizes = self.trace.nbytes
+            sizes.append(nbytes)  # type: ignore[union-attr]
+            return len(sizes) - 1  # type: ignore[arg-type]
+        comp, op = owner if owner is not None else ("other", None)
+        allocs = self.trace.allocs
+        allocs.append(Alloc(nbytes, category, comp, op, aten, task))
+        return len(allocs) - 1
 
-    def _event(self, e: int) -> None:
-        pending, self.pending = self.pending, None
-        if pending is not None and e < 0:
-            result, position, old, other = pending
-            if ~e == old:
-                # autograd accumulated two gradients with ``old + new`` and dropped ``old``
-                # at once: on real tensors the engine adds in place into ``old`` there (it
-                # never does for tensor subclasses such as FakeTensor), so the sum lives in
-                # ``old``'s storage and no new storage is allocated
-                del self.trace.events[position]
-                self.trace.allocs[result].category = "merged"
-                self.alias[result] = old
-                return
-            if ~e == other:  # the incoming gradient may be released first
-                self.pending = pending
-        self.trace.events.append(e)
-        if self.progress is not None and len(self.trace.events) % PROGRESS_EVERY == 0:
-            self.progress(f"  {len(self.trace.events)} allocator events so far")
-        task = torch._C._current_graph_task_id()
+    def _on_free(self, ref: _StorageRef) -> None:
+        key, index = ref.key, ref.index
+        live = self.live
+        if live.get(key) == index:
+            del live[key]
+        if not self.closed:
+            if self.alias:
+                index = self.alias.pop(index, index)
+            self._event(~index, _task_id())
+
+    def _event(self, e: int, task: int) -> None:
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            if e < 0:
+                result, position, old, other = pending
+                if ~e == old:
+                    # autograd accumulated two gradients with ``old + new`` and dropped
+                    # ``old`` at once: on real tensors the engine adds in place into ``old``
+                    # there (it never does for tensor subclasses such as FakeTensor), so the
+                    # sum lives in ``old``'s storage and no new storage is allocated
+                    del self.trace.events[position]
+                    if self.attribute:
+                        self.trace.allocs[result].category = "merged"
+                    self.alias[result] = old
+                    return
+                if ~e == other:  # the incoming gradient may be released first
+                    self.pending = pending
+        events = self.trace.events
+        events.append(e)
+        if self.progress is not None and len(events) % PROGRESS_EVERY == 0:
+            self.progress(f"  {len(events)} allocator events so far")
         if task != -1:
-            self.task_last_event[task] = len(self.trace.events) - 1
+            self.task_last_event[task] = len(events) - 1
 
     # -- dispatch ----------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -209,26 +266,60 @@ class _Tracker(TorchDispatchMode):
         nbytes = s.nbytes()
         if func is _MKLDNN_RNN and index == 3 and self.fake:
             nbytes = self._rnn_workspace(args)
-        if nbytes == 0:
-            return
-        task = torch._C._current_graph_task_id()
+        if nbytes:
+            self._alloc(func, t, s, nbytes, args)
+
+    def _alloc(self, func: Any, t: torch.Tensor, s: Any, nbytes: int, args: tuple) -> None:
+        """``t`` (an output of ``func``) has a storage ``s`` the step has not seen before.
+        (:meth:`_new` and :meth:`_event`, inlined: this runs for every allocation.)"""
+        task = _task_id()
+        if (task == -1 and self.stop_after_tasks is not None
+                and len(self.task_last_event) >= self.stop_after_tasks):
+            self.closed = True  # what the step frees while it unwinds is not the step's
+            raise StopTrace
         if task != -1:
-            node = torch._C._current_autograd_node()
-            owner = node.metadata.get(_OWNER_KEY) if node is not None else None
+            owner = None
+            if self.attribute:
+                node = _current_node()
+                if node is not None:
+                    owner = node.metadata.get(_OWNER_KEY)
             category = "gradients"
         else:
             owner = self.stack[-1] if self.stack else None
             category = "transient"
-        index = self._new(s, nbytes, category, owner, func.__name__, task)
-        self._event(index)
+        if self.attribute:
+            comp, op = owner if owner is not None else ("other", None)
+            allocs = self.trace.allocs
+            index = len(allocs)
+            allocs.append(Alloc(nbytes, category, comp, op, func.__name__, task))
+        else:
+            sizes = self.trace.nbytes
+            index = len(sizes)  # type: ignore[arg-type]
+            sizes.append(nbytes)  # type: ignore[union-attr]
+        key = id(s)
+        self.live[key] = index
+        ref = _StorageRef(s, self._free_callback)
+        ref.key, ref.index = key, index
+        self.refs.append(ref)
+        events = self.trace.events
+        if self.pending is not None or self.progress is not None:
+            self._event(index, task)
+        else:
+            events.append(index)
+            if task != -1:
+                self.task_last_event[task] = len(events) - 1
         if task != -1 and func is _ADD:
             old = args[0]
             if isinstance(old, torch.Tensor) and old.shape == t.shape and _dense(old):
                 new = args[1]
                 self.pending = (
-                    index, len(self.trace.events) - 1, self._index_of(old),
+                    index, len(events) - 1, self._index_of(old),
                     self._index_of(new) if isinstance(new, torch.Tensor) else -1,
                 )
+
+    def seen_ops(self) -> set[Any]:
+        """The aten ops the step dispatched."""
+        return self.ops_seen
 
     def _index_of(self, t: torch.Tensor) -> int:
         index = self.live.get(id(t.untyped_storage()), -1)
@@ -253,6 +344,8 @@ class _Tracker(TorchDispatchMode):
 
 def _dense(t: torch.Tensor) -> bool:
     """Non-overlapping and dense: some permutation of the dims is contiguous."""
+    if t.is_contiguous():
+        return True
     expected = 1
     for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
         if stride != expected:
@@ -289,7 +382,14 @@ def _tag_nodes(out: Any, owner: Owner | None) -> None:
 
 
 class StepTracer:
-    """Context for tracing: ``with StepTracer(model, ...) as tr: step()``; then ``tr.trace``."""
+    """Context for tracing: ``with StepTracer(model, ...) as tr: step()``; then ``tr.trace``.
+
+    ``tracker`` builds the dispatch mode (default: :class:`_Tracker` on fake or real
+    tensors); ``attribute=False`` records events and sizes only: no owners, categories or
+    saved-activation marks. The hooks run either way: walking the autograd graph from module
+    outputs, and saving through hooks, change the order in which autograd releases storages,
+    and the events must not depend on the mode.
+    """
 
     def __init__(
         self,
@@ -299,20 +399,31 @@ class StepTracer:
         target: str = "cuda",
         batch_size: int = 0,
         progress: Callable[[str], None] | None = None,
+        tracker: Callable[[Trace], _Tracker] | None = None,
+        attribute: bool = True,
     ) -> None:
         if target not in ("cuda", "cpu"):
             raise ValueError(f"target must be 'cuda' or 'cpu', got {target!r}")
         self.trace = Trace(batch_size=batch_size, meta={"target": target})
         self.fake_mode = fake_mode
-        self.tracker = _Tracker(self.trace, fake_mode is not None, target, progress)
-        self.owners = owner_map(model)
+        self.attribute = attribute
+        if tracker is not None:
+            self.tracker = tracker(self.trace)
+        else:
+            self.tracker = _Tracker(self.trace, fake_mode is not None, target, progress,
+                                    attribute)
+        self.owners = owner_map(model) if attribute else {}
         alpha_ids = {id(a) for a in getattr(model, "alpha_parameters", list)()}
         param_owner = {}
-        for mname, module in model.named_modules():
-            for p in module.parameters(recurse=False):
-                param_owner[id(p)] = self.owners.get(id(module), ("other", None))
-            for b in module.buffers(recurse=False):
-                param_owner[id(b)] = self.owners.get(id(module), ("other", None))
+        if attribute:
+            for module in model.modules():
+                owner = self.owners.get(id(module), ("other", None))
+                for p in module._parameters.values():
+                    if p is not None:
+                        param_owner[id(p)] = owner
+                for b in module._buffers.values():
+                    if b is not None:
+                        param_owner[id(b)] = owner
         for category, tensors in persistent.items():
             for t in tensors:
                 owner = param_owner.get(id(t), ("other", None))
@@ -332,8 +443,9 @@ class StepTracer:
             _tag_nodes(out, owner)
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        self.tracker.mark_saved(t)
-        return t.detach()
+        if self.attribute:
+            self.tracker.mark_saved(t)
+        return self.tracker.detach_saved(t)
 
     def __enter__(self) -> StepTracer:  # noqa: PYI034
         from torch.nn.modules import module as mod
@@ -342,7 +454,7 @@ class StepTracer:
             mod.register_module_forward_pre_hook(self._pre),
             mod.register_module_forward_hook(self._post, always_call=True),
         ]
-        self._contexts = [torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)]
+        self._contexts = [torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)]
         if self.fake_mode is not None:
             self._contexts.insert(0, self.fake_mode)
         self._contexts.append(self.tracker)
@@ -356,18 +468,25 @@ class StepTracer:
             c.__exit__(*exc)
         for h in self._handles:
             h.remove()
+        self.tracker.refs.clear()  # their callbacks hold the tracker: no cycle to collect
         self._finish()
 
     def _finish(self) -> None:
         """Backward allocations freed before their backward pass ended are transient."""
         trace, last = self.trace, self.tracker.task_last_event
         trace.meta["aten_ops"] = sorted({f"aten::{f.__name__.split('.')[0]}"
-                                         for f in self.tracker.ops_seen})
+                                         for f in self.tracker.seen_ops()})
+        if not self.attribute:
+            return
         freed_at = {~e: i for i, e in enumerate(trace.events) if e < 0}
         for i, a in enumerate(trace.allocs):
             freed = freed_at.get(i, len(trace.events))
             if a.category == "gradients" and a.task != -1 and freed <= last.get(a.task, -1):
                 a.category = "transient"
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def persistent_tensors(setup: Any) -> dict[str, list[torch.Tensor]]:
@@ -394,24 +513,58 @@ def trace_step(
     warmup: bool = True,
     step: Callable[[], Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    tracker: Callable[[Trace], _Tracker] | None = None,
+    attribute: bool = True,
+    stop_after_tasks: int | None = None,
 ) -> Trace:
     """Trace one search step of ``setup`` (after an untraced warm-up step that creates the
-    optimiser state and leaves the gradients a steady-state step starts with)."""
+    optimiser state and leaves the gradients a steady-state step starts with).
+
+    ``tracker`` builds the dispatch mode for tensors other than fake or real ones (the meta
+    tracer, :mod:`nasspeech.memory.meta_trace`); ``attribute=False`` records events and sizes
+    only. ``stop_after_tasks=k`` traces a prefix of the step: up to its first allocation
+    after the ``k``-th backward pass (``trace.meta["partial"]`` is then True; the step is
+    left unfinished). Python's cyclic garbage collector is paused while tracing (its
+    passes over the trace's hundreds of thousands of records cost a second per trace): the
+    step frees its storages through reference counting, and a storage kept only by a
+    reference cycle counts as alive until the end of the step, whenever a collector would
+    have run.
+    """
     step = step or setup.run
     rnns = emulate_cudnn_rnns(setup.model) if target == "cuda" else contextlib.nullcontext()
-    with rnns:
-        if warmup:
-            if fake_mode is not None:
-                with fake_mode, _ScalarMode():
+    attention = contextlib.nullcontext()
+    if tracker is not None:
+        from nasspeech.memory.meta_trace import cpu_attention
+
+        attention = cpu_attention()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with rnns, attention:
+            if warmup:
+                if fake_mode is not None:
+                    with fake_mode, _ScalarMode():
+                        step()
+                elif tracker is not None:
+                    with tracker(Trace()) as mode:
+                        mode.closed = True
+                        step()
+                else:
                     step()
-            else:
-                step()
-        tracer = StepTracer(
-            setup.model, persistent_tensors(setup), fake_mode, target,
-            batch_size=int(setup.train_batch[0].shape[0]), progress=progress,
-        )
-        with tracer:
-            step()
+            tracer = StepTracer(
+                setup.model, persistent_tensors(setup), fake_mode, target,
+                batch_size=int(setup.train_batch[0].shape[0]), progress=progress,
+                tracker=tracker, attribute=attribute,
+            )
+            tracer.tracker.stop_after_tasks = stop_after_tasks
+            with tracer:
+                try:
+                    step()
+                except StopTrace:
+                    tracer.trace.meta["partial"] = True
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return tracer.trace
 
 
