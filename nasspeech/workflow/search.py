@@ -87,6 +87,7 @@ def run_search(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, sc.epochs, eta_min=sc.lr_min)
     aux = AuxSkip(model, sc.collapse.aux_skip_beta) if sc.collapse.remedy == "aux_skip" else None
     guard = CollapseGuard(sc.collapse)
+    shown_warnings: list[str] = []
 
     history: list[dict[str, list[list[float]]]] = []
     start, stopped = 0, None
@@ -139,8 +140,12 @@ def run_search(
             with amp:
                 pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
             report = guard.check(genotype, epoch)
-            for warning in report.warnings:
-                tqdm.write(f"warning: {warning}", file=sys.stderr)
+            # print a warning when it first appears or changes (every epoch's is in the log)
+            current = [w.split(": ", 1)[-1] for w in report.warnings]
+            for warning, text in zip(report.warnings, current):
+                if text not in shown_warnings:
+                    tqdm.write(f"warning: {warning}", file=sys.stderr)
+            shown_warnings = current
             log.write({
                 "epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
                 "train_acc": correct / count,

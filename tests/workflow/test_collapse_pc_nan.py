@@ -146,3 +146,25 @@ def test_ctrl_c_keeps_the_checkpoint_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "search_step", real_step)
     resumed = run_search(config, data, 0, tmp_path / "run", resume=True, progress=False)
     assert resumed.epochs_run == 3 and (tmp_path / "run" / "genotype.json").is_file()
+
+
+def test_a_lasting_collapse_warning_is_printed_once(tmp_path, monkeypatch, capsys):
+    import nasspeech.workflow.search as S
+    from nasspeech.workflow.collapse import CollapseReport
+
+    config, data = tiny_run(tmp_path, epochs=3, batch_size=256)
+
+    class AlwaysCollapsed:
+        def __init__(self, _config):
+            pass
+
+        def check(self, genotype, epoch):
+            return CollapseReport({"cnn": 1.0}, {"cnn": 0},
+                                  [f"epoch {epoch + 1}: component 'cnn' is collapsing"])
+
+    monkeypatch.setattr(S, "CollapseGuard", AlwaysCollapsed)
+    run_search(config, data, 0, tmp_path / "run", progress=False)
+    err = capsys.readouterr().err
+    assert err.count("is collapsing") == 1 and "epoch 1:" in err
+    log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert sum("is collapsing" in line for line in log) == 3  # every epoch's is logged
