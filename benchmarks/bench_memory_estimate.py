@@ -3,8 +3,12 @@
     pytest benchmarks/bench_memory_estimate.py            # asserts the 10 s target
     python benchmarks/bench_memory_estimate.py --write     # also records the result
 
-The estimate includes the largest-batch search (three traces: at 64, 2 and 3, then
-allocator replays). ``--no-max-batch`` timing is recorded too.
+The estimate includes the largest-batch search (the trace at 64, one at 2 and a check trace
+at 3 of the step's first two backward passes, then allocator replays). The two extra traces
+run in a forked process when a CPU core is idle; the benchmark times that choice (``auto``),
+both forced choices, and ``--no-max-batch``.
+Other processes on the machine change the numbers a lot: the idle CPU cores measured just
+before are recorded with the result.
 """
 
 from __future__ import annotations
@@ -21,14 +25,25 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "emodarts.yaml"
 RESULT = ROOT / "benchmarks" / "results" / "memory_estimate_speed.md"
 TARGET_S = 10.0
+BEFORE = {"yes": 140.6, "no": 47.6}  # FakeTensor tracer, sequential (this machine)
 
 
-def run_estimate(max_batch: bool = True) -> tuple[float, object]:
+def run_estimate(max_batch: bool = True, parallel: bool | None = None) -> tuple[float, object]:
     from nasspeech.memory import estimate
 
     start = time.perf_counter()
-    est = estimate(CONFIG, 64, "a100-40gb", order=2, max_batch=max_batch)
+    est = estimate(CONFIG, 64, "a100-40gb", order=2, max_batch=max_batch, parallel=parallel)
     return time.perf_counter() - start, est
+
+
+def idle_cores_now(seconds: float = 1.0) -> float | None:
+    from nasspeech.memory.batch import _cpu_times, idle_cores
+
+    mark = _cpu_times()
+    if mark is None:
+        return None
+    time.sleep(seconds)
+    return idle_cores(mark)
 
 
 def test_emodarts_estimate_speed(benchmark) -> None:
@@ -41,27 +56,72 @@ def test_emodarts_estimate_speed(benchmark) -> None:
 
 
 def main() -> None:
+    from nasspeech.memory import estimate
+    from nasspeech.space.config import SearchSpace
+
+    tiny = SearchSpace.model_validate({
+        "input_shape": [1, 8, 8], "num_classes": 2,
+        "components": [{"name": "cnn", "family": "cnn", "ops": ["skip_connect", "none"],
+                        "cells": 1, "nodes": 1, "channels": 2}],
+    })
+    start = time.perf_counter()
+    estimate(tiny, 2, order=1, max_batch=False)  # the process's one-time imports
+    warmup = time.perf_counter() - start
+    idle = idle_cores_now()
+    cases = [
+        ("yes, auto", True, None),
+        ("yes, 2 processes", True, True),
+        ("yes, 1 process", True, False),
+        ("no", False, None),
+    ]
     rows = []
-    for max_batch in (True, False):
-        seconds, est = run_estimate(max_batch)
-        rows.append((max_batch, seconds, est))
-        print(f"max_batch={max_batch}: {seconds:.1f} s, {est.trace_events} events, "
-              f"peak reserved {est.peak_reserved_bytes / 2**30:.2f} GiB, "
+    for label, max_batch, parallel in cases:
+        seconds, est = run_estimate(max_batch, parallel)
+        rows.append((label, seconds, est))
+        print(f"max_batch={label}: {seconds:.1f} s, {est.trace_events} events, "
+              f"peak allocated {est.peak_allocated_bytes}, reserved {est.peak_reserved_bytes}, "
               f"max batch {est.max_batch_size}", flush=True)
     if "--write" in sys.argv:
+        import torch
+
+        idle_text = f"{idle:.1f}" if idle is not None else "unknown"
         lines = [
             "# Speed of `nasspeech estimate` on the full emoDARTS config",
             "",
             (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), Python "
-            f"{platform.python_version()}, torch {__import__('torch').__version__} (CPU)."),
+             f"{platform.python_version()}, torch {torch.__version__} (CPU)."),
             "Config: examples/emodarts.yaml, batch 64, order 2, A100-40GB.",
+            (f"Idle CPU cores just before the runs: {idle_text} of {os.cpu_count()} "
+             "(other jobs on the machine take the rest)."),
             "",
-            "| largest-batch search | wall time (s) | traced events | target |",
-            "|---|---|---|---|",
+            "| largest-batch search | wall time (s) | traced events | target | before |",
+            "|---|---|---|---|---|",
         ]
-        for max_batch, seconds, est in rows:
-            lines.append(f"| {'yes (3 traces)' if max_batch else 'no (1 trace)'} | "
-                         f"{seconds:.1f} | {est.trace_events} | <= {TARGET_S:.0f} s |")
+        for label, seconds, est in rows:
+            before = BEFORE["yes" if label.startswith("yes") else "no"]
+            lines.append(f"| {label} | {seconds:.1f} | {est.trace_events} | "
+                         f"<= {TARGET_S:.0f} s | {before} |")
+        lines += [
+            "",
+            ("Wall time of `estimate()` in a warm process (imports done: "
+             f"{warmup:.1f} s for the first, small estimate of the process, mostly importing "
+             "`torch._dynamo`, which PyTorch's Python meta kernels need; `nasspeech estimate` "
+             "also pays 2-3 s to start Python, import torch and exit). `auto` forks the two "
+             "extra traces only when a core is idle; `2 processes` / `1 process` force "
+             "either choice. `before`: the FakeTensor tracer, one process (same machine, "
+             "earlier)."),
+            "",
+            ("Method (docs/memory.md, Speed): the step runs on meta tensors under one "
+             "dispatch mode that caches every op's output metadata by its inputs' metadata "
+             "(a meta kernel runs once per distinct call, not per call) and records storages "
+             "as the FakeTensor tracer does, event for event. The largest-batch fit takes the "
+             "trace at 64 and a sizes-only trace at 2, checked exactly on a trace at 3 of the "
+             "step up to its second backward pass; both run in a forked process when a core "
+             "is idle. The allocator replay is one loop, and the search starts from the "
+             "largest batch whose live bytes fit (2-4 replays). What remains is Python: "
+             "about 240 000 dispatched aten ops and 170 000 storages per traced step "
+             "(3-4 s), the toolkit's own step code and the autograd engine."),
+        ]
         RESULT.write_text("\n".join(lines) + "\n")
         print(f"wrote {RESULT}")
 

@@ -3,12 +3,13 @@
 Every op of the step is the same at any batch size; only tensor sizes change, and each is
 ``a + b * batch`` (activations scale with the batch, weights and optimiser state do not).
 We fit ``a`` and ``b`` per storage from traces at two batch sizes, check the fit against a
-third trace exactly, then search the batch size through the allocator model.
+third trace exactly (a whole step, or in :meth:`BatchModel.fit_to` the step up to its second
+backward pass), then search the batch size through the allocator model.
 
 The traces of a session run on one supernet. For CUDA targets that is a meta-device supernet
 traced by :class:`~nasspeech.memory.meta_trace.MetaTracker` (the fast tracer); the fake
-tracer serves CPU targets (and ``meta=False``). The two fit traces need no attribution and
-can run in forked processes while the caller traces the requested batch
+tracer serves CPU targets (and ``meta=False``). The extra traces need no attribution and
+can run in a forked process while the caller traces the requested batch
 (:meth:`StepTracerSession.trace_in_background`).
 """
 
@@ -24,6 +25,7 @@ from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,7 +134,7 @@ class StepTracerSession:
     def trace_in_background(self, jobs: Iterable[Job],
                             parallel: bool | None = None) -> BackgroundTraces | None:
         """Start sizes-only traces (``jobs``: batch sizes, or ``(batch size,
-        stop_after_tasks)`` for a prefix of the step) in one forked copy of this session,
+        stop_after_tasks)`` for a prefix of the step) in a forked copy of this session,
         one after the other, while this process traces something else. None where that is
         not possible (not Linux, the fake tracer, other threads running) or, by default
         (``parallel=None``), would not pay: when no CPU core is idle (processes sharing a
@@ -141,7 +143,8 @@ class StepTracerSession:
         never forks, ``True`` always does where it can."""
         if parallel is False or not self.meta or not sys.platform.startswith("linux"):
             return None  # (fork is unsafe with some of macOS's system libraries)
-        if threading.active_count() > 1:
+        if any(not t.daemon for t in threading.enumerate()
+               if t is not threading.main_thread()):
             return None  # a lock another thread holds would stay locked in the copy
         if parallel is None and idle_cores(self._cpu_mark) < 0.6:
             return None
@@ -175,18 +178,20 @@ def idle_cores(since: tuple[int, int] | None) -> float:
 
 
 class BackgroundTraces:
-    """Sizes-only traces running in a forked copy of a session; :meth:`get` waits for one."""
+    """Sizes-only traces in a forked copy of a session, one after the other (two processes
+    sharing a core run slower than one: only the caller's and this one), each sent as soon
+    as it is done; :meth:`get` waits for one."""
 
     def __init__(self, session: StepTracerSession, jobs: list[tuple[int, int | None]]) -> None:
         from nasspeech.memory import meta_trace  # noqa: F401 - imported once, before forking
 
-        self.pending = [b for b, _ in jobs]  # batch sizes not collected yet, in order
+        self.pending = [b for b, _ in jobs]  # not received yet, in order
         self.results: dict[int, Trace | None] = {}
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: trace, send, exit without running any cleanup
             os.close(r)
-            _run_jobs(session, jobs, w)
+            _send_traces(session, jobs, w)
         os.close(w)
         self.pid: int | None = pid
         self.pipe = os.fdopen(r, "rb")
@@ -200,26 +205,17 @@ class BackgroundTraces:
         """The trace at ``batch_size`` (None if it failed in its process)."""
         while batch_size in self.pending:
             b = self.pending.pop(0)
-            self.results[b] = self._receive()
+            try:
+                packed = pickle.load(self.pipe)
+            except Exception:  # noqa: BLE001 - the process failed or was killed
+                packed = None
+            self.results[b] = _unpack_trace(packed) if packed is not None else None
         if not self.pending:
             self.close()
         return self.results.pop(batch_size, None)
 
-    def _receive(self) -> Trace | None:
-        try:
-            result = pickle.load(self.pipe)
-        except Exception:  # noqa: BLE001 - the process failed or was killed
-            return None
-        if result[0] != "ok":
-            return None
-        _, sizes, events, initial, batch, meta = result
-        trace = Trace(initial=initial, events=array("q", events).tolist(), batch_size=batch,
-                      meta=meta)
-        trace.nbytes = array("q", sizes).tolist()
-        return trace
-
     def close(self) -> None:
-        """Stop and reap the process (if still running)."""
+        """Stop (if still running) and reap the process."""
         if self.pid is None:
             return
         if self.pending:
@@ -235,8 +231,10 @@ class BackgroundTraces:
         self.close()
 
 
-def _run_jobs(session: StepTracerSession, jobs: list[tuple[int, int | None]], fd: int) -> None:
-    """In the forked process: trace each job, send it, exit (no cleanup of the copy)."""
+def _send_traces(session: StepTracerSession, jobs: list[tuple[int, int | None]],
+                 fd: int) -> None:
+    """In the forked process: trace each job and send it (None for one that failed, and
+    nothing after it), then exit without any cleanup of the copy."""
     code = 0
     try:
         session.progress = None
@@ -244,16 +242,88 @@ def _run_jobs(session: StepTracerSession, jobs: list[tuple[int, int | None]], fd
             for b, stop in jobs:
                 try:
                     t = session.trace(b, attribute=False, stop_after_tasks=stop)
-                    item = ("ok", array("q", t.sizes()).tobytes(),
-                            array("q", t.events).tobytes(), t.initial, t.batch_size, t.meta)
-                except BaseException:  # noqa: BLE001 - reported to the parent
-                    item, code = ("error", traceback.format_exc()), 1
-                pickle.dump(item, out, protocol=pickle.HIGHEST_PROTOCOL)
+                    packed: tuple | None = (
+                        array("q", t.sizes()).tobytes(), array("q", t.events).tobytes(),
+                        t.initial, t.batch_size, t.meta)
+                except Exception:  # noqa: BLE001 - the caller traces it itself
+                    packed, code = None, 1
+                pickle.dump(packed, out, protocol=pickle.HIGHEST_PROTOCOL)
                 out.flush()
                 if code:
                     break
     finally:
         os._exit(code)
+
+
+def _get(session: StepTracerSession, background: BackgroundTraces | None, batch: int,
+         stop: int | None, progress: Callable[[str], None] | None) -> Trace:
+    """The sizes-only trace at ``batch`` from ``background``, else traced here."""
+    t = background.get(batch) if background is not None and batch in background.jobs \
+        else None
+    if t is None:
+        if progress is not None:
+            progress(f"tracing at batch {batch} to fit sizes against the batch size"
+                     if stop is None else f"tracing at batch {batch} to check the fit")
+        t = session.trace(batch, attribute=False, stop_after_tasks=stop)
+    return t
+
+
+def _unpack_trace(packed: tuple) -> Trace:
+    sizes, events, initial, batch, meta = packed
+    trace = Trace(initial=initial, events=array("q", events).tolist(), batch_size=batch,
+                  meta=meta)
+    trace.nbytes = array("q", sizes).tolist()
+    return trace
+
+
+class ForkedCall:
+    """``fn()`` in a forked copy of this process (Linux); :meth:`result` waits for it."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: call, send, exit without running any cleanup
+            code = 0
+            try:
+                os.close(r)
+                try:
+                    payload = pickle.dumps(("ok", fn()), protocol=pickle.HIGHEST_PROTOCOL)
+                except BaseException:  # noqa: BLE001 - reported to the parent
+                    payload, code = pickle.dumps(("error", traceback.format_exc())), 1
+                with os.fdopen(w, "wb") as out:
+                    out.write(payload)
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.pid: int | None = pid
+        self.pipe = os.fdopen(r, "rb")
+
+    def result(self) -> tuple[bool, Any]:
+        """``(True, value)``, or ``(False, None)`` if the call failed."""
+        if self.pid is None:
+            return False, None
+        try:
+            data = self.pipe.read()
+        finally:
+            self.pipe.close()
+            os.waitpid(self.pid, 0)
+            self.pid = None
+        try:
+            status, value = pickle.loads(data)
+        except Exception:  # noqa: BLE001 - the process was killed
+            return False, None
+        return status == "ok", value if status == "ok" else None
+
+    def close(self) -> None:
+        """Stop and reap the process if its result was not collected."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.pipe.close()
+            os.waitpid(self.pid, 0)
+            self.pid = None
 
 
 def trace_at(space: SearchSpace, batch_size: int, hyper: SearchHyper,
@@ -304,28 +374,40 @@ class BatchModel:
         progress: Callable[[str], None] | None = None,
         background: BackgroundTraces | None = None,
     ) -> BatchModel | None:
-        """The line through ``trace`` (the session's trace at the requested batch) and a
-        sizes-only trace at batch 2, checked on a trace at batch 3 of the step's first
-        :data:`CHECK_PASSES` backward passes and everything before them (same events,
-        exactly the predicted sizes); both come from ``background`` where it has them. None
-        if the event structure changes with the batch or the check fails. (Leaves
-        ``session`` unable to trace again.)"""
-        say = progress or (lambda _m: None)
-        second, third = fit_and_check_batches(trace.batch_size)
-
-        def get(batch: int, stop: int | None) -> Trace:
-            t = background.get(batch) if background is not None and batch in background.jobs \
-                else None
-            if t is None:
-                say(f"tracing at batch {batch} to fit sizes against the batch size"
-                    if stop is None else f"tracing at batch {batch} to check the fit")
-                t = session.trace(batch, attribute=False, stop_after_tasks=stop)
-            return t
-
-        model = cls.from_traces(trace, trace, get(second, None))
-        if model is None:
+        """:meth:`line_to`, then :meth:`check_on`; None if either fails."""
+        model = cls.line_to(session, trace, progress, background)
+        if model is None or not model.check_on(session, progress, background):
             return None
-        return model if model.checks(get(third, CHECK_PASSES)) else None
+        return model
+
+    @classmethod
+    def line_to(
+        cls,
+        session: StepTracerSession,
+        trace: Trace,
+        progress: Callable[[str], None] | None = None,
+        background: BackgroundTraces | None = None,
+    ) -> BatchModel | None:
+        """The line through ``trace`` (the session's trace at the requested batch) and a
+        sizes-only trace at batch 2 (from ``background`` where it has it); not checked yet
+        (:meth:`check_on`). None if the events differ or a size does not change by a
+        whole number of bytes per sample."""
+        second, _ = fit_and_check_batches(trace.batch_size)
+        other = _get(session, background, second, None, progress)
+        return cls.from_traces(trace, trace, other)
+
+    def check_on(
+        self,
+        session: StepTracerSession,
+        progress: Callable[[str], None] | None = None,
+        background: BackgroundTraces | None = None,
+    ) -> bool:
+        """Whether a trace at batch 3 of the step's first :data:`CHECK_PASSES` backward
+        passes and everything before them (from ``background`` where it has it) has this
+        model's events and exactly the predicted sizes. (Leaves ``session`` unable to trace
+        again.)"""
+        _, third = fit_and_check_batches(self.template.batch_size)
+        return self.checks(_get(session, background, third, CHECK_PASSES, progress))
 
     @classmethod
     def from_traces(cls, template: Trace, a: Trace, b: Trace) -> BatchModel | None:
@@ -359,6 +441,8 @@ class BatchModel:
         allocs = self.template.allocs
         self._conv = np.array([i for i, a in enumerate(allocs)
                                if a.aten.startswith("convolution")], dtype=np.int64)
+        self._fits_memo: dict[int, bool] | None = None  # during max_batch
+        self._parallel = False
         events = np.array(self.template.events, dtype=np.int64)
         self._alloc_at = events >= 0
         self._index = np.where(self._alloc_at, events, ~events)
@@ -392,18 +476,22 @@ class BatchModel:
                         [cublas])
         return not result.oom
 
-    def max_batch(self, profile: GpuProfile, limit: int = 1 << 20) -> int:
+    def max_batch(self, profile: GpuProfile, limit: int = 1 << 20,
+                  parallel: bool = False) -> int:
         """The largest batch size whose step fits ``profile`` (0 if none).
 
         A batch whose live bytes alone exceed the device cannot fit, so the search starts
-        at the largest batch passing that cheap bound and walks down (1, 2, 4, ... below
-        it) to a batch the allocator model fits, then bisects: usually two replays. The
-        allocator model need not be monotone in the batch size (fragmentation can let a
-        larger batch fit where a smaller one does not), so a result is accepted only if 5 %
-        more (at least one more) does not fit either; else the search continues above it.
+        at the largest batch passing that cheap bound and walks down (1, 1, 2, 4, ... at a
+        time) to a batch the allocator model fits, then bisects: usually two to four
+        replays. The allocator model need not be monotone in the batch size (fragmentation
+        can let a larger batch fit where a smaller one does not), so a result is accepted
+        only if 5 % more (at least one more) does not fit either; else the search continues
+        above it. ``parallel``: while replaying one batch, replay in a forked process the
+        batch the search needs next if that one fits (the same search, sooner).
         """
         from nasspeech.memory import overheads
 
+        self._parallel = parallel
         budget = profile.capacity_bytes - overheads.CUDA_CONTEXT.value
         lo, hi = 0, 1
         while hi < limit and self.peak_allocated_lower_bound(hi) <= budget:
@@ -434,9 +522,10 @@ class BatchModel:
     def _walk_down(self, top: int, floor: int, profile: GpuProfile) -> int:
         """A batch in [floor, top] that fits while the next one does not (``floor`` fits
         unless it is 1), walking down from ``top``."""
-        bad, probe, step = top + 1, top, 1
-        while probe > floor and not self._fits(probe, profile):
-            bad, probe, step = probe, max(probe - step, floor), step * 2
+        bad, probe, steps = top + 1, top, 0
+        while probe > floor and not self._fits(probe, profile, (probe + bad) // 2):
+            # 1, 1, 2, 4, ... below: the answer is often a batch or two below the bound
+            bad, probe, steps = probe, max(probe - (1 << max(steps - 1, 0)), floor), steps + 1
         if probe == floor and floor == 1 and not self._fits(1, profile):
             return 0
         return self._bisect(probe, bad, profile)
@@ -445,18 +534,27 @@ class BatchModel:
         """The boundary between a fitting batch ``good`` (or 0) and a failing one ``bad``."""
         while bad - good > 1:
             mid = (good + bad) // 2
-            if self._fits(mid, profile):
+            if self._fits(mid, profile, (mid + bad) // 2):
                 good = mid
             else:
                 bad = mid
         return good
 
-    def _fits(self, batch: int, profile: GpuProfile) -> bool:
-        memo = getattr(self, "_fits_memo", None)
+    def _fits(self, batch: int, profile: GpuProfile, then: int | None = None) -> bool:
+        """:meth:`fits`, remembered; with ``parallel``, ``then`` (the batch the search
+        needs next if this one fits) is replayed meanwhile in a forked process."""
+        memo = self._fits_memo
         if memo is None:
             return self.fits(batch, profile)
         if batch not in memo:
+            ahead = None
+            if self._parallel and then not in (None, batch) and then not in memo:
+                ahead = ForkedCall(partial(self.fits, then, profile))
             memo[batch] = self.fits(batch, profile)
+            if ahead is not None:
+                ok, value = ahead.result()
+                if ok:
+                    memo[then] = value
         return memo[batch]
 
 

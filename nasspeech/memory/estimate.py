@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ def estimate(
     from nasspeech.memory.batch import (
         CHECK_PASSES,
         BatchModel,
+        ForkedCall,
         StepTracerSession,
         fit_and_check_batches,
     )
@@ -102,19 +104,28 @@ def estimate(
     if background is not None:
         say(f"tracing at batch {second} and {third} in a background process")
     say(f"tracing one order-{hyper.order} search step at batch {batch_size}")
+    report = None
     try:
         trace = session.trace(batch_size)
-        result = evaluate(trace, profile, hyper.order)
+        # with a core to spare, the report's replay runs beside the largest-batch search
+        report = ForkedCall(partial(evaluate, trace, profile, hyper.order)) \
+            if background is not None else None
         max_bs = None
         if max_batch:
-            model = BatchModel.fit_to(session, trace, progress=say, background=background)
-            if model is None:
+            model = BatchModel.line_to(session, trace, progress=say, background=background)
+            if model is not None:  # searched while the check is traced in the background
+                say("searching the largest batch through the allocator model")
+                max_bs = model.max_batch(profile, parallel=background is not None)
+            if model is None or not model.check_on(session, say, background):
+                max_bs = None
                 notes.append(
                     "sizes are not linear in the batch size; max_batch_size not computed")
-            else:
-                say("searching the largest batch through the allocator model")
-                max_bs = model.max_batch(profile)
+        ok, result = report.result() if report is not None else (False, None)
+        if not ok:
+            result = evaluate(trace, profile, hyper.order)
     finally:
+        if report is not None:
+            report.close()
         if background is not None:
             background.close()
     result.max_batch_size = max_bs
