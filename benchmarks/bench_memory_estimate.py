@@ -36,6 +36,19 @@ def run_estimate(max_batch: bool = True, parallel: bool | None = None) -> tuple[
     return time.perf_counter() - start, est
 
 
+def run_cli() -> tuple[float, float]:
+    """(wall time of ``nasspeech estimate`` in a new process, its ``estimate()`` seconds)."""
+    import json
+    import subprocess
+
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "nasspeech", "estimate", str(CONFIG), "--batch-size", "64",
+         "--order", "2", "--json"], check=True, capture_output=True, text=True, cwd=ROOT,
+    ).stdout
+    return time.perf_counter() - start, json.loads(out)["seconds"]
+
+
 def idle_cores_now(seconds: float = 1.0) -> float | None:
     from nasspeech.memory.batch import _cpu_times, idle_cores
 
@@ -81,6 +94,9 @@ def main() -> None:
         print(f"max_batch={label}: {seconds:.1f} s, {est.trace_events} events, "
               f"peak allocated {est.peak_allocated_bytes}, reserved {est.peak_reserved_bytes}, "
               f"max batch {est.max_batch_size}", flush=True)
+    cli = run_cli()
+    print(f"nasspeech estimate (a new process): {cli[0]:.1f} s, estimate() {cli[1]:.1f} s",
+          flush=True)
     if "--write" in sys.argv:
         import torch
 
@@ -102,6 +118,11 @@ def main() -> None:
             lines.append(f"| {label} | {seconds:.1f} | {est.trace_events} | "
                          f"<= {TARGET_S:.0f} s | {before} |")
         lines += [
+            "",
+            (f"`time nasspeech estimate examples/emodarts.yaml --batch-size 64 --order 2 "
+             f"--json` (a new process, largest-batch search `auto`): {cli[0]:.1f} s, of which "
+             f"`estimate()` {cli[1]:.1f} s (it imports `torch._dynamo` too); the rest starts "
+             "Python, imports torch and exits."),
             "",
             ("Wall time of `estimate()` in a warm process (imports done: "
              f"{warmup:.1f} s for the first, small estimate of the process, mostly importing "
