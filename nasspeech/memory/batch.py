@@ -218,13 +218,7 @@ class BackgroundTraces:
         """Stop (if still running) and reap the process."""
         if self.pid is None:
             return
-        if self.pending:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                pass
-        self.pipe.close()
-        os.waitpid(self.pid, 0)
+        _reap(self.pid, self.pipe, kill=bool(self.pending))
         self.pid = None
 
     def __del__(self) -> None:
@@ -317,13 +311,19 @@ class ForkedCall:
     def close(self) -> None:
         """Stop and reap the process if its result was not collected."""
         if self.pid is not None:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                pass
-            self.pipe.close()
-            os.waitpid(self.pid, 0)
+            _reap(self.pid, self.pipe, kill=True)
             self.pid = None
+
+
+def _reap(pid: int, pipe, kill: bool) -> None:
+    """Close the pipe to a forked process and wait for it (killing it first if asked)."""
+    if kill:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    pipe.close()
+    os.waitpid(pid, 0)
 
 
 def trace_at(space: SearchSpace, batch_size: int, hyper: SearchHyper,
