@@ -97,18 +97,21 @@ def main() -> None:
     cli = run_cli()
     print(f"nasspeech estimate (a new process): {cli[0]:.1f} s, estimate() {cli[1]:.1f} s",
           flush=True)
+    idle_after = idle_cores_now()
     if "--write" in sys.argv:
         import torch
 
-        idle_text = f"{idle:.1f}" if idle is not None else "unknown"
+        def text(v: float | None) -> str:
+            return f"{v:.1f}" if v is not None else "unknown"
+
         lines = [
             "# Speed of `nasspeech estimate` on the full emoDARTS config",
             "",
             (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), Python "
              f"{platform.python_version()}, torch {torch.__version__} (CPU)."),
             "Config: examples/emodarts.yaml, batch 64, order 2, A100-40GB.",
-            (f"Idle CPU cores just before the runs: {idle_text} of {os.cpu_count()} "
-             "(other jobs on the machine take the rest)."),
+            (f"Idle CPU cores just before the runs: {text(idle)} of {os.cpu_count()}, just "
+             f"after: {text(idle_after)} (other jobs on the machine take the rest)."),
             "",
             "| largest-batch search | wall time (s) | traced events | target | before |",
             "|---|---|---|---|---|",
