@@ -125,3 +125,22 @@ def test_avg_pool_as_convolution_matches_pytorch(stride, size):
         g_ref = torch.autograd.grad(y_ref, x, g)[0]
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], g_ref)
+
+
+def test_relu_then_passes_other_saved_tensors_to_outer_hooks():
+    """The memory estimator's own saved-tensor hook must still see what ops keep."""
+    from nasspeech.ops.relu import relu_then
+
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    seen: list[tuple[int, ...]] = []
+
+    def pack(t):
+        seen.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = relu_then(x, conv).sum()
+    assert (3, 3, 3, 3) in seen  # the conv's weight, saved inside relu_then
+    out.backward()
+    assert x.grad is not None and conv.weight.grad is not None

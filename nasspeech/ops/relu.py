@@ -27,15 +27,31 @@ def relu_then(x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]) -> 
     # autograd keeps the pack hook as long as anything it packed: hold relu(x) only
     # while ``body`` runs, or it would stay alive through the backward pass
     current = [relu_x]
+    # hooks already active (e.g. the memory estimator's) still see every other saved tensor
+    outer = _active_hooks()
 
     def pack(t: torch.Tensor) -> object:
-        return _Recompute(x) if current and t is current[0] else t
+        if current and t is current[0]:
+            return _Recompute(x)
+        return t if outer is None else _Outer(outer[0](t), outer[1])
 
     try:
         with saved_tensors_hooks(pack, _unpack):
             return body(current[0])
     finally:
         current.clear()
+
+
+def _active_hooks() -> tuple | None:
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top(False) if top is not None else None
+
+
+class _Outer:
+    __slots__ = ("packed", "unpack")
+
+    def __init__(self, packed: object, unpack) -> None:
+        self.packed, self.unpack = packed, unpack
 
 
 class _Recompute:
@@ -48,4 +64,6 @@ class _Recompute:
 def _unpack(packed: object) -> torch.Tensor:
     if isinstance(packed, _Recompute):
         return torch.relu(packed.source)
+    if isinstance(packed, _Outer):
+        return packed.unpack(packed.packed)
     return packed  # type: ignore[return-value]
