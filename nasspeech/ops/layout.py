@@ -33,4 +33,3 @@ def channels_last_grad(x: torch.Tensor) -> torch.Tensor:
             or not x.is_contiguous(memory_format=torch.channels_last)):
         return x
     return _ChannelsLastGrad.apply(x)
-

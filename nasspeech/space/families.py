@@ -8,9 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasspeech.ops.layout import channels_last_grad
-
 from nasspeech.ops.cnn import FactorizedReduce, Identity, ReLUConvBN
+from nasspeech.ops.layout import channels_last_grad
 
 
 class FamilyLayout:
