@@ -1,7 +1,9 @@
-"""Shared test setup: CPU only, deterministic, one intra-op thread.
+"""Shared test setup: CPU only, deterministic, one intra-op thread by default.
 
 Test tensors are tiny: one thread is faster for them than two threads spinning against each
-other, and it keeps the suite's timing steady on a busy 2-core machine."""
+other, and it keeps the suite's timing steady on a busy 2-core machine.
+``NASSPEECH_TEST_THREADS=2 python -m pytest`` runs the suite at another thread count (oneDNN
+picks different kernels per thread count, so both are checked before a change lands)."""
 
 import os
 
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("NASSPEECH_TEST_THREADS", "1")))
 
 
 @pytest.fixture(autouse=True)
