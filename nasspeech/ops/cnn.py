@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from nasspeech.ops.depthwise import DepthwiseConv2d, depthwise_conv2d
 from nasspeech.ops.kernels import fast_cpu_path
@@ -145,16 +146,69 @@ class FactorizedReduce(nn.Module):
         return relu_then(x, self._reduce)
 
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.conv_1(x)
-        if x.shape[2] < 2 or x.shape[3] < 2:  # nothing left after the offset: zero padding
-            x = F.pad(x, (0, 1, 0, 1))
+        w1 = self.conv_1.weight
         # conv_2 on x shifted by one pixel, as a 2x2 stride-2 kernel with only its bottom-right
         # tap: no slice (a slice's gradient comes back NCHW, and copying it is slow)
-        b = F.conv2d(x, F.pad(self.conv_2.weight, (1, 0, 1, 0)), None, 2)
+        w2 = F.pad(self.conv_2.weight, (1, 0, 1, 0))
+        narrow = onednn_narrow_conv_hazard(x)
+        channels_last = narrow and not x.is_contiguous()
+        if narrow:  # input and weights in plain strides: oneDNN takes its plain-layout kernel
+            x, w1, w2 = _plain_strides(x), _plain_strides(w1), _plain_strides(w2)
+        a = F.conv2d(x, w1, None, 2)
+        if x.shape[2] < 2 or x.shape[3] < 2:  # nothing left after the offset: zero padding
+            x = F.pad(x, (0, 1, 0, 1))
+        b = F.conv2d(x, w2, None, 2)
         dh, dw = a.shape[2] - b.shape[2], a.shape[3] - b.shape[3]
         if dh or dw:
             b = F.pad(b, (0, dw, 0, dh))
+        if narrow:
+            out = torch.cat([_PlainGrad.apply(a), _PlainGrad.apply(b)], dim=1)
+            if channels_last:  # hand on the layout the cell runs in
+                out = out.contiguous(memory_format=torch.channels_last)
+            return self.bn(out)
         return self.bn(torch.cat([channels_last_grad(a), channels_last_grad(b)], dim=1))
+
+
+class _PlainGrad(torch.autograd.Function):
+    """Identity whose backward hands on the gradient in row-major strides (a channels-last
+    gradient would pull the conv's backward back onto the channels-last kernel)."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return _plain_strides(grad)
+
+
+def _plain_strides(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with row-major strides. ``contiguous()`` is not enough: a 1x1 conv weight in
+    channels-last strides counts as contiguous, and oneDNN picks its layout from the strides."""
+    expected, step = [], 1
+    for size in reversed(t.shape):
+        expected.insert(0, step)
+        step *= size
+    if list(t.stride()) == expected:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+#: Fewest input channels for which oneDNN's channels-last strided 1x1 conv backward is safe.
+ONEDNN_SAFE_CHANNELS = 8
+
+
+def onednn_narrow_conv_hazard(x: torch.Tensor) -> bool:
+    """Whether a strided 1x1 conv of ``x`` would hit a oneDNN heap corruption.
+
+    With one intra-op thread, the CPU build of torch 2.13 corrupts the heap on some CPUs
+    (AMD EPYC seen) in the backward of a channels-last 1x1 stride-2 ``Conv2d`` with 2, 4 or 6
+    input channels (values right, then the process dies). Such narrow convs run in the
+    contiguous layout instead: the same convolution, another oneDNN kernel. Real CPU tensors
+    only (the memory estimator's fake tensors trace what a GPU runs).
+    """
+    return (x.device.type == "cpu" and not isinstance(x, FakeTensor)
+            and x.dim() == 4 and x.shape[1] < ONEDNN_SAFE_CHANNELS)
 
 
 @register_op("cnn", "none", parametric=False, is_zero=True)
