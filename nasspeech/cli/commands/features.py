@@ -4,6 +4,7 @@ the cache (parallel, with a progress bar) and print what was kept, skipped and h
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ def data_config(args: argparse.Namespace) -> Any:
     import yaml
     from pydantic import ValidationError
 
+    from nasspeech.config import format_errors
     from nasspeech.data import DataConfig
 
     if args.manifest:
@@ -71,7 +73,7 @@ def data_config(args: argparse.Namespace) -> Any:
         return DataConfig.model_validate(raw)
     except ValidationError as exc:
         where = args.manifest or args.config
-        lines = [f"  data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        lines = [f"  data.{line.strip()}" for line in format_errors(exc).splitlines()]
         raise CLIError(f"{where}: the data section does not validate:\n" + "\n".join(lines)
                        ) from None
 
@@ -79,6 +81,7 @@ def data_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from nasspeech.data import (
         CorpusError,
+        CorpusWarning,
         FeatureError,
         FoldError,
         extract_features,
@@ -90,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     config = data_config(args)
     progress = not args.quiet
     try:
-        items, load_report = load_corpus(config)
+        with warnings.catch_warnings():  # the report printed below carries them
+            warnings.simplefilter("ignore", CorpusWarning)
+            items, load_report = load_corpus(config)
         print(load_report, flush=True)
         x, report = extract_features(items, config.features, config.cache_dir, config.workers,
                                      progress=progress)
