@@ -58,8 +58,10 @@ def _work(job: Job) -> tuple[int, np.ndarray | str, str | None]:
         return index, result, None
     try:
         _open_cache(cache_dir, config).put(key, result)
-    except (OSError, FeatureError) as exc:
-        return index, result, f"{path}: {exc}"
+    except OSError as exc:
+        return index, result, f"{exc.filename2 or exc.filename}: {exc.strerror or exc}"
+    except FeatureError as exc:
+        return index, result, str(exc)
     return index, result, None
 
 

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from nasspeech.data.items import CLASSES, Item
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _reasons(reasons: list[str]) -> str:
     counts = Counter(r.split(":", 1)[0] for r in reasons)
     return ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
@@ -95,9 +99,9 @@ class ExtractionReport:
             if len(self.skipped) > 5:
                 text += f"\n  ... and {len(self.skipped) - 5} more (see ExtractionReport.skipped)"
         if self.corrupt:
-            text += (f"\n  cache: {len(self.corrupt)} corrupt entries recomputed "
-                     f"(first: {self.corrupt[0]})")
+            text += (f"\n  cache: {_count(len(self.corrupt), 'corrupt entry', 'corrupt entries')}"
+                     f" recomputed (first: {self.corrupt[0]})")
         if self.cache_errors:
-            text += (f"\n  cache: {len(self.cache_errors)} results not cached "
-                     f"(first: {self.cache_errors[0]})")
+            text += (f"\n  cache: {_count(len(self.cache_errors), 'result', 'results')} not "
+                     f"cached (first: {self.cache_errors[0]})")
         return text

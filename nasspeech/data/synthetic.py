@@ -24,7 +24,7 @@ from nasspeech.data.config import DemoCorpusConfig
 from nasspeech.data.items import CLASSES, CorpusError
 from nasspeech.io import atomic_write, atomic_write_with
 
-VERSION = 1
+VERSION = 2  # 2: manifest has a gender column (same audio as 1)
 
 #: Emotion prosody: pitch factor, range (semitones), slope (semitones over the clip),
 #: level (dB), syllables per second, tilt low-pass pole (higher = darker).
@@ -105,6 +105,14 @@ def _params(**kw: object) -> dict[str, object]:
     return dict(version=VERSION, **kw)
 
 
+def _stamp(path: Path) -> object:
+    """The parameters recorded in a stamp file; None when absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def generate_demo_corpus(out_dir: str | Path, n_speakers: int = 8, clips_per_emotion: int = 8,
                          duration: float = 2.0, sample_rate: int = 16000, seed: int = 0,
                          progress: bool = False) -> Path:
@@ -128,18 +136,19 @@ def generate_demo_corpus(out_dir: str | Path, n_speakers: int = 8, clips_per_emo
                           "(no stamp.json); choose a new or empty folder")
     params = _params(n_speakers=n_speakers, clips_per_emotion=clips_per_emotion,
                      duration=duration, sample_rate=sample_rate, seed=seed)
-    rows = [(f"spk{s + 1:02d}/{emo}_{k:02d}.wav", emo, f"spk{s + 1:02d}", f"sess{s // 2 + 1}")
+    rows = [(f"spk{s + 1:02d}/{emo}_{k:02d}.wav", emo, f"spk{s + 1:02d}", f"sess{s // 2 + 1}",
+             "female" if s % 2 else "male")
             for s in range(n_speakers) for emo in CLASSES for k in range(clips_per_emotion)]
-    if (stamp.exists() and manifest.exists() and json.loads(stamp.read_text()) == params
+    if (_stamp(stamp) == params and manifest.exists()
             and all((out / r[0]).exists() for r in rows)):
         return manifest
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CorpusError(f"cannot create demo corpus folder {out}: {exc.strerror}") from None
-    stamp.unlink(missing_ok=True)  # written again only once every file is complete
+    atomic_write(stamp, json.dumps({"incomplete": params}))  # ours, but not yet complete
     speakers = [_speaker(np.random.default_rng([seed, 1000 + s]), s) for s in range(n_speakers)]
-    for rel, emo, spk, _ in tqdm(rows, desc="demo corpus", unit="clip", disable=not progress):
+    for rel, emo, spk, _, _ in tqdm(rows, desc="demo corpus", unit="clip", disable=not progress):
         s = int(spk[3:]) - 1
         k = int(rel.rsplit("_", 1)[1][:2])
         rng = np.random.default_rng([seed, s, CLASSES.index(emo), k])
@@ -148,7 +157,7 @@ def generate_demo_corpus(out_dir: str | Path, n_speakers: int = 8, clips_per_emo
                                                               subtype="PCM_16", format="WAV"))
     table = io.StringIO(newline="")
     writer = csv.writer(table)
-    writer.writerow(["path", "label", "speaker", "session"])
+    writer.writerow(["path", "label", "speaker", "session", "gender"])
     writer.writerows(rows)
     atomic_write(manifest, table.getvalue())
     atomic_write(out / "README.txt",

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=("mfcc", "logmel"), help="override data.features.kind")
     parser.add_argument("--folds", type=int, help="override data.folds (default 5)")
     parser.add_argument("--group-by", choices=("speaker", "session"), help="override data.group_by")
+    parser.add_argument("--balance-gender", action="store_true",
+                        help="every test fold holds both genders (sets data.balance_gender)")
     parser.add_argument("--folds-out", type=Path,
                         help="also write the folds (indices and summaries) to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -69,6 +71,8 @@ def data_config(args: argparse.Namespace) -> Any:
         raw["folds"] = args.folds
     if args.group_by:
         raw["group_by"] = args.group_by
+    if args.balance_gender:
+        raw["balance_gender"] = True
     try:
         return DataConfig.model_validate(raw)
     except ValidationError as exc:
