@@ -4,9 +4,12 @@ Uses 256 clips of the synthetic demo corpus (2 s each; no data needed) with the 
 (paper) config -- 8 s window, 128 MFCC x 128 frames -- and the demo's 2 s, 32 x 32, with 1 and
 2 worker processes. Cold = an
 empty cache (after one warm-up clip, so librosa's first-call cost is not counted); warm = every
-clip from the cache. The warm path must be >= 20x faster.
+clip from the cache, each entry's checksum verified. The warm path must be >= 20x faster.
+The machine's load average (1 min) before and after each case is printed and recorded, since
+other jobs on a shared machine slow the cold side most.
 """
 
+import os
 import time
 
 import pytest
@@ -31,6 +34,7 @@ def items(tmp_path_factory):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_cold_vs_warm(benchmark, tmp_path, items, name, workers):
     cfg = CONFIGS[name]
+    load_before = os.getloadavg()[0]
     extract_features(items[:1], cfg, None, progress=False)  # warm-up (imports, JIT)
     cache = tmp_path / "cache"
     t0 = time.perf_counter()
@@ -41,10 +45,13 @@ def test_cold_vs_warm(benchmark, tmp_path, items, name, workers):
         rounds=10, iterations=1, warmup_rounds=1)
     warm = benchmark.stats.stats.median
     n = len(items)
+    load_after = os.getloadavg()[0]
     benchmark.extra_info.update(clips=n, cold_clips_per_s=n / cold, warm_clips_per_s=n / warm,
-                                speedup=cold / warm)
+                                speedup=cold / warm, load_before=load_before,
+                                load_after=load_after)
     print(f"\n{name} workers={workers}: cold {n / cold:.0f} clips/s, warm {n / warm:.0f} "
-          f"clips/s, speed-up {cold / warm:.0f}x")
+          f"clips/s, speed-up {cold / warm:.0f}x (load average {load_before:.2f} before, "
+          f"{load_after:.2f} after, {os.cpu_count()} cores)")
     assert (cold_report.extracted, warm_report.from_cache) == (n, n)
     assert warm_x.equal(cold_x)
     assert cold / warm >= 20

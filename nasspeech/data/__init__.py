@@ -6,12 +6,16 @@ See docs/data.md.
 from nasspeech.data.config import DataConfig, DemoCorpusConfig, FeatureConfig
 from nasspeech.data.corpora import (
     CorpusError,
+    CorpusWarning,
     load_corpus,
+    load_crema_d,
+    load_emodb,
     load_folder,
     load_iemocap,
     load_manifest,
     load_msp_improv,
     load_msp_podcast,
+    load_ravdess,
 )
 from nasspeech.data.dataset import FeatureDataset, class_counts, class_weights
 from nasspeech.data.extract import FeatureError, extract_features
@@ -24,6 +28,7 @@ from nasspeech.data.synthetic import generate_demo_corpus
 __all__ = [
     "CLASSES",
     "CorpusError",
+    "CorpusWarning",
     "DataConfig",
     "DemoCorpusConfig",
     "ExtractionReport",
@@ -41,11 +46,14 @@ __all__ = [
     "folds_for",
     "generate_demo_corpus",
     "load_corpus",
+    "load_crema_d",
+    "load_emodb",
     "load_folder",
     "load_iemocap",
     "load_manifest",
     "load_msp_improv",
     "load_msp_podcast",
+    "load_ravdess",
     "make_folds",
     "save_folds",
 ]

@@ -7,9 +7,17 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-CorpusName = Literal["iemocap", "msp_improv", "msp_podcast", "manifest", "folder", "demo"]
+from nasspeech.data.items import check_label_map, speaker_pattern
+
+CorpusName = Literal["iemocap", "msp_improv", "msp_podcast", "ravdess", "emodb", "crema_d",
+                     "manifest", "folder", "demo"]
+
+#: Sample rates accepted in audio files and configs (Hz); others are not plausible speech.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
+#: Longest ``duration`` (s) of a feature window or a demo clip.
+MAX_DURATION = 600.0
 
 #: Per-corpus default grouping for speaker-independent folds (``group_by=None``).
 DEFAULT_GROUP_BY: dict[str, str] = {"iemocap": "session", "msp_improv": "session"}
@@ -24,10 +32,10 @@ class FeatureConfig(BaseModel):
     (default) standardises each clip to zero mean, unit std over the whole matrix.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    sample_rate: int = Field(16000, gt=0)
-    duration: float = Field(8.0, gt=0)
+    sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+    duration: float = Field(8.0, gt=0, le=MAX_DURATION)
     n_mfcc: int = Field(128, gt=0)
     frames: int = Field(128, gt=0)
     n_fft: int = Field(2048, gt=0)
@@ -47,12 +55,13 @@ class FeatureConfig(BaseModel):
 class DemoCorpusConfig(BaseModel):
     """The embedded synthetic corpus (see :mod:`nasspeech.data.synthetic`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_speakers: int = Field(8, ge=1)
     clips_per_emotion: int = Field(8, ge=1)
-    duration: float = Field(2.0, gt=0)
-    sample_rate: int = Field(16000, gt=0)
+    duration: float = Field(2.0, gt=0, le=MAX_DURATION)
+    sample_rate: int = Field(16000, ge=8000, le=192000,
+                             description="the synthetic formants need at least 8 kHz")
     seed: int = 0
     out_dir: str | None = Field(None, description="default: <cache_dir>/demo-corpus")
 
@@ -60,7 +69,7 @@ class DemoCorpusConfig(BaseModel):
 class DataConfig(BaseModel):
     """The corpus, its label mapping, the fold protocol, features and cache."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     corpus: CorpusName = "demo"
     root: str | None = None
@@ -72,8 +81,12 @@ class DataConfig(BaseModel):
     improvised_only: bool = Field(True, description="IEMOCAP: improvised dialogues only")
     merge_excitement: bool = Field(False, description="IEMOCAP: exc -> happiness")
     splits: list[str] | None = Field(None, description="MSP-Podcast: keep these Split_Set values")
+    strong_intensity: bool = Field(True, description="RAVDESS / CREMA-D: keep strong-intensity "
+                                   "clips (RAVDESS intensity 02, CREMA-D level HI)")
     folds: int = Field(5, ge=2)
     group_by: Literal["session", "speaker"] | None = None
+    balance_gender: bool = Field(False, description="spread each gender's groups over the "
+                                 "folds so every test fold holds both (needs item genders)")
     search_fraction: float = Field(0.7, gt=0, lt=1)
     seed: int = 0
     fold_file: str | None = None
@@ -81,6 +94,19 @@ class DataConfig(BaseModel):
     cache_dir: str = ".nasspeech-cache"
     workers: int = Field(1, ge=1)
     demo: DemoCorpusConfig = Field(default_factory=DemoCorpusConfig)
+
+    @field_validator("speaker_regex")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            speaker_pattern(value)
+        return value
+
+    @field_validator("label_map")
+    @classmethod
+    def _valid_label_map(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        check_label_map(value)
+        return value
 
     def resolved_group_by(self) -> str:
         """``group_by`` or the corpus default (session for IEMOCAP/MSP-IMPROV, else speaker)."""

@@ -27,13 +27,18 @@ def label_indices(labels: Sequence[str | int] | torch.Tensor) -> torch.Tensor:
 
 
 class FeatureDataset(Dataset):
-    """``(features[i], label index)`` pairs."""
+    """``(features[i], label index)`` pairs; every feature value must be finite."""
 
     def __init__(self, features: torch.Tensor, labels: Sequence[str | int] | torch.Tensor):
         self.features = features
         self.labels = label_indices(labels)
         if len(self.labels) != len(features):
             raise ValueError(f"{len(features)} feature rows but {len(self.labels)} labels")
+        bad = (~torch.isfinite(features.reshape(len(features), -1))).any(dim=1).nonzero()
+        if len(bad):
+            rows = ", ".join(str(i) for i in bad.flatten().tolist()[:5])
+            raise ValueError(f"feature row{'s' if len(bad) > 1 else ''} {rows} "
+                             f"hold{'' if len(bad) > 1 else 's'} NaN or inf")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -10,8 +10,10 @@ import numpy as np
 
 from nasspeech.data.audio import SkipClip, check_samples, load_audio
 from nasspeech.data.config import FeatureConfig
+from nasspeech.data.threads import one_blas_thread
 
-__all__ = ["SkipClip", "compute_features", "file_features", "fix_length", "pool_frames"]
+__all__ = ["SkipClip", "check_features", "compute_features", "file_features", "fix_length",
+           "pool_frames"]
 
 
 def fix_length(y: np.ndarray, n: int) -> np.ndarray:
@@ -32,7 +34,16 @@ def pool_frames(m: np.ndarray, frames: int) -> np.ndarray:
 
 
 def compute_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """``n_mfcc x frames`` float32 features of mono samples at ``config.sample_rate``."""
+    """``n_mfcc x frames`` float32 features of mono samples at ``config.sample_rate``.
+
+    Computed with one BLAS thread (:func:`one_blas_thread`), so the result is bit-identical
+    in every process and at every thread setting of the caller.
+    """
+    with one_blas_thread():
+        return _features(y, config)
+
+
+def _features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     n = max(1, round(config.duration * config.sample_rate))
     y = fix_length(y, n)
     n_fft = min(config.n_fft, n)  # a window longer than the padded clip is clipped to it
@@ -53,8 +64,18 @@ def compute_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return m.astype(np.float32)
 
 
+def check_features(m: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+    """``m`` if every value is finite, else :class:`SkipClip` (``non-finite: ...``; e.g. a
+    float WAV whose huge samples overflow the power spectrogram)."""
+    if not np.isfinite(m).all():
+        peak = f" (sample peak {float(np.abs(y).max()):.3g})" if y is not None and y.size else ""
+        raise SkipClip(f"non-finite: the features hold NaN or inf{peak}")
+    return m
+
+
 def file_features(path: str | Path, config: FeatureConfig) -> np.ndarray:
-    """Features of one file, or :class:`SkipClip` (unreadable / truncated / empty / silent)."""
-    y = load_audio(path, config.sample_rate)
+    """Features of one file, or :class:`SkipClip` with the reason (unreadable, truncated,
+    empty, bad sample rate, non-finite, silent)."""
+    y = load_audio(path, config.sample_rate, max_seconds=config.duration)
     check_samples(y, config.silence_peak)
-    return compute_features(y, config)
+    return check_features(compute_features(y, config), y)

@@ -1,7 +1,9 @@
 """Speaker-independent k-fold CV with a seeded, class-stratified search/train split per fold.
 
 Groups (speakers or sessions) are sorted, shuffled with ``seed`` and assigned greedily, largest
-first, to the fold with the fewest items, so folds are balanced and deterministic. In each fold
+first, to the fold with the fewest items, so folds are balanced and deterministic; with
+``balance_gender`` each gender's groups are dealt out in turn first, so every test fold holds
+both genders. In each fold
 the items outside the test groups are split per class: ``search_fraction`` (default 0.7) go to
 the *search* set, the rest to the *train* set (emoDARTS protocol).
 """
@@ -9,8 +11,6 @@ the *search* set, the rest to the *train* set (emoDARTS protocol).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ import numpy as np
 
 from nasspeech.data.config import DEFAULT_GROUP_BY, DataConfig
 from nasspeech.data.items import CLASSES, Item
+from nasspeech.io import atomic_write
 
 
 class FoldError(ValueError):
@@ -113,8 +114,13 @@ def read_fold_file(path: str | Path, groups: Sequence[str], n_folds: int) -> dic
     return assign
 
 
-def assign_groups(groups: Sequence[str], n_folds: int, seed: int) -> dict[str, int]:
-    """Balanced, seeded group -> fold assignment (largest groups first, to the lightest fold)."""
+def assign_groups(groups: Sequence[str], n_folds: int, seed: int,
+                  strata: dict[str, str] | None = None) -> dict[str, int]:
+    """Balanced, seeded group -> fold assignment (largest groups first, to the lightest fold).
+
+    With ``strata`` (group -> stratum, e.g. gender) the groups of each stratum are dealt out
+    in turn, each to the fold with the fewest groups of that stratum (then the lightest).
+    """
     sizes = Counter(groups)
     names = sorted(sizes)
     if len(names) < n_folds:
@@ -122,22 +128,51 @@ def assign_groups(groups: Sequence[str], n_folds: int, seed: int) -> dict[str, i
                         "speaker-independent folds; lower data.folds or group by speaker")
     order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     order.sort(key=lambda g: -sizes[g])  # stable: ties keep the shuffled order
+    if strata is not None:
+        order.sort(key=lambda g: strata[g])  # stable: by stratum, then as above
     load = [0] * n_folds
     count = [0] * n_folds
+    per_stratum: Counter[tuple[str, int]] = Counter()
     assign: dict[str, int] = {}
     for g in order:
-        k = min(range(n_folds), key=lambda j: (load[j], count[j], j))
+        stratum = strata[g] if strata is not None else ""
+        k = min(range(n_folds), key=lambda j: (per_stratum[stratum, j], load[j], count[j], j))
         assign[g] = k
         load[k] += sizes[g]
         count[k] += 1
+        if strata is not None:
+            per_stratum[stratum, k] += 1
     return assign
+
+
+def gender_strata(items: Sequence[Item], groups: Sequence[str], n_folds: int,
+                  group_by: str) -> dict[str, str]:
+    """group -> its gender (``female``, ``male``, or ``female+male`` for a mixed session).
+
+    :class:`FoldError` when an item has no gender (naming its group) or a gender has too few
+    groups to give every fold one.
+    """
+    genders: dict[str, set[str]] = {}
+    for item, group in zip(items, groups):
+        if not item.gender:
+            raise FoldError(f"balance_gender: {group_by} {group!r} has no gender ({item.path}); "
+                            "the corpus (or a manifest gender column) must give it")
+        genders.setdefault(group, set()).add(item.gender)
+    strata = {g: "+".join(sorted(s)) for g, s in genders.items()}
+    for gender in sorted(set().union(*genders.values())):
+        n = sum(gender in s for s in genders.values())
+        if n < n_folds:
+            raise FoldError(f"balance_gender: {n} {gender} {group_by}(s) cannot put one in each "
+                            f"of {n_folds} folds; lower data.folds")
+    return strata
 
 
 def make_folds(items: Sequence[Item], n_folds: int = 5, group_by: str | None = "speaker",
                search_fraction: float = 0.7, seed: int = 0,
-               fold_file: str | Path | None = None) -> list[Fold]:
+               fold_file: str | Path | None = None, balance_gender: bool = False) -> list[Fold]:
     """Speaker- (or session-) independent folds of ``items``; ``group_by=None`` uses the corpus
-    default (session for IEMOCAP / MSP-IMPROV, speaker otherwise)."""
+    default (session for IEMOCAP / MSP-IMPROV, speaker otherwise). ``balance_gender`` puts
+    groups of each gender in every test fold (ignored with a ``fold_file``, which decides)."""
     if not items:
         raise FoldError("no items to split into folds")
     if not 0 < search_fraction < 1:
@@ -146,8 +181,11 @@ def make_folds(items: Sequence[Item], n_folds: int = 5, group_by: str | None = "
         group_by = DEFAULT_GROUP_BY.get(items[0].meta.get("corpus", ""), "speaker")
     groups = [it.group(group_by) for it in items]
     labels = [it.label for it in items]
-    assign = (read_fold_file(fold_file, groups, n_folds) if fold_file is not None
-              else assign_groups(groups, n_folds, seed))
+    if fold_file is not None:
+        assign = read_fold_file(fold_file, groups, n_folds)
+    else:
+        strata = gender_strata(items, groups, n_folds, group_by) if balance_gender else None
+        assign = assign_groups(groups, n_folds, seed, strata)
     folds = []
     for k in range(n_folds):
         test = [i for i, g in enumerate(groups) if assign[g] == k]
@@ -166,20 +204,14 @@ def make_folds(items: Sequence[Item], n_folds: int = 5, group_by: str | None = "
 
 
 def folds_for(items: Sequence[Item], config: DataConfig) -> list[Fold]:
-    """:func:`make_folds` with the fold settings of a :class:`DataConfig` (``fold_file``
-    included; ``group_by`` defaults to the corpus's grouping)."""
+    """:func:`make_folds` with the fold settings of a :class:`DataConfig` (``fold_file`` and
+    ``balance_gender`` included; ``group_by`` defaults to the corpus's grouping)."""
     return make_folds(items, config.folds, config.resolved_group_by(), config.search_fraction,
-                      config.seed, config.fold_file)
+                      config.seed, config.fold_file, config.balance_gender)
 
 
 def save_folds(folds: Sequence[Fold], path: str | Path) -> Path:
     """Write the folds (indices and summaries) as JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = [{"index": f.index, "test_groups": f.test_groups, "test": f.test,
              "search": f.search, "train": f.train, "summary": f.summary()} for f in folds]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(data, indent=1))

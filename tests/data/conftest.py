@@ -1,5 +1,6 @@
 """Tiny audio fixtures for the data tests (short synthetic clips written on the fly)."""
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,37 @@ def write_tone(path: Path, sr: int = 16000, seconds: float = 1.0, channels: int 
     return path
 
 
+def with_header_rate(path: Path, rate: int) -> Path:
+    """Overwrite the sample rate in a canonical 44-byte-header WAV (bytes 24..27)."""
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"fmt "
+    data[24:28] = struct.pack("<I", rate)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def huge_float_wav(path: Path, peak: float = 1e30) -> Path:
+    """A float WAV whose finite samples overflow a float32 power spectrogram."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(16000) / 16000
+    sf.write(path, (peak * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000,
+             subtype="FLOAT")
+    return path
+
+
 @pytest.fixture
 def tone():
     return write_tone
+
+
+@pytest.fixture
+def header_rate():
+    return with_header_rate
+
+
+@pytest.fixture
+def huge_wav():
+    return huge_float_wav
 
 
 @pytest.fixture

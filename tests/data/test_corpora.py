@@ -7,14 +7,18 @@ import pytest
 
 from nasspeech.data import (
     CorpusError,
+    CorpusWarning,
     DataConfig,
     DemoCorpusConfig,
     load_corpus,
+    load_crema_d,
+    load_emodb,
     load_folder,
     load_iemocap,
     load_manifest,
     load_msp_improv,
     load_msp_podcast,
+    load_ravdess,
 )
 
 IEMOCAP = {  # dialog -> (utterance, code)
@@ -191,3 +195,138 @@ def test_load_corpus_dispatch_and_demo(tmp_path, tone):
     assert first.stat().st_mtime_ns == stamp
     Path(items[3].path).unlink()  # missing: regenerated
     assert len(load_corpus(demo)[0]) == 8 and Path(items[3].path).is_file()
+
+
+def test_report_without_sessions_says_nothing_about_sessions(tmp_path, tone):
+    tone(tmp_path / "a.wav", seconds=0.1)
+    tone(tmp_path / "b.wav", seconds=0.1)
+    path = tmp_path / "nosess.csv"
+    path.write_text("path,label,speaker\na.wav,anger,s1\nb.wav,sadness,s2\n")
+    _, report = load_manifest(path)
+    counts = str(report).split("):", 1)[1]
+    assert report.n_sessions == 0 and "session" not in counts  # was "0 sessions"
+    assert counts.startswith(" 2 clips, 2 speakers [")
+    _, report = load_manifest(write_manifest(tmp_path, ["a.wav,anger,s1,x", "b.wav,sad,s2,y"]))
+    assert "2 speakers, 2 sessions [" in str(report)
+
+
+def test_manifest_gender_column_and_label_map_aliases(tmp_path, tone):
+    tone(tmp_path / "a.wav", seconds=0.1)
+    tone(tmp_path / "b.wav", seconds=0.1)
+    path = tmp_path / "g.csv"
+    path.write_text("path,label,speaker,gender\na.wav,fru,s1,F\nb.wav,sad,s2,Male\n")
+    items, _ = load_manifest(path, {"fru": "Angry"})  # a value may be any class spelling
+    assert [(i.label, i.gender) for i in items] == [("anger", "female"), ("sadness", "male")]
+    path.write_text("path,label,speaker,gender\na.wav,sad,s1,\n")
+    assert load_manifest(path)[0][0].gender == ""
+
+
+def test_missing_classes_are_reported(tmp_path, tone):
+    """(One class only: tests/bad_inputs/test_data.py.)"""
+    tone(tmp_path / "a.wav", seconds=0.1)
+    tone(tmp_path / "b.wav", seconds=0.1)
+    _, report = load_manifest(write_manifest(tmp_path, ["a.wav,anger,s1,", "b.wav,sad,s2,"]))
+    assert report.warnings == ["no clips of happiness, neutral"]
+
+
+def test_released_corpora_keep_a_clip_once(tmp_path, tone):
+    """The same utterance twice with one label: a counted duplicate; with two labels: both
+    entries skipped, naming where each label came from (was: both kept)."""
+    root = iemocap_tree(tmp_path, tone)
+    extra = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01_again.txt"
+    extra.write_text("[1.0 - 2.0]\tSes01F_impro01_F000\tneu\t[2.5, 2.5, 2.5]\n"
+                     "[1.0 - 2.0]\tSes01F_impro01_M001\tsad\t[2.5, 2.5, 2.5]\n")
+    items, report = load_iemocap(root)
+    assert [i.meta["utterance"] for i in items] == [
+        "Ses01F_impro01_F000", "Ses02M_impro03_F000", "Ses02M_impro03_M001"]
+    assert report.duplicates == 1
+    conflicts = [r for _, r in report.skipped if r.startswith("conflicting labels")]
+    assert len(conflicts) == 2 and "anger (Ses01F_impro01.txt:Ses01F_impro01_M001)" in conflicts[0]
+    assert "sadness (Ses01F_impro01_again.txt:Ses01F_impro01_M001)" in conflicts[0]
+    assert {i.gender for i in items} == {"female", "male"}
+
+
+def test_msp_podcast_conflicting_rows_and_gender(tmp_path, tone):
+    (tmp_path / "Labels").mkdir()
+    (tmp_path / "Labels/labels_consensus.csv").write_text(
+        "FileName,EmoClass,SpkrID,Gender,Split_Set\n"
+        "a.wav,H,1,Female,Train\na.wav,S,1,Female,Train\nb.wav,N,2,Male,Train\n"
+        "c.wav,A,3,Unknown,Train\n")
+    for name in "abc":
+        tone(tmp_path / "Audios" / f"{name}.wav", seconds=0.1)
+    items, report = load_msp_podcast(tmp_path)
+    assert [(i.speaker, i.gender) for i in items] == [("2", "male"), ("3", "")]
+    assert sum(r.startswith("conflicting labels") for _, r in report.skipped) == 2
+
+
+RAVDESS = ["03-01-01-01-01-01-01", "03-01-05-02-01-01-01", "03-01-02-01-01-01-01",
+           "03-02-05-01-01-01-01", "03-01-07-01-02-01-02", "03-01-03-01-02-02-02",
+           "03-01-04-02-02-02-02"]
+
+
+def ravdess_tree(root: Path, tone) -> Path:
+    for name in RAVDESS:
+        actor = name[-2:]
+        tone(root / "Audio_Speech_Actors_01-24" / f"Actor_{actor}" / f"{name}.wav", seconds=0.1)
+    (root / "Audio_Speech_Actors_01-24" / "Actor_01" / "notes.wav").write_bytes(b"")
+    return root
+
+
+def test_ravdess_layout(tmp_path, tone):
+    root = ravdess_tree(tmp_path, tone)
+    items, report = load_ravdess(root)
+    assert [(i.label, i.speaker, i.gender, i.meta["intensity"]) for i in items] == [
+        ("neutral", "actor01", "male", "normal"), ("anger", "actor01", "male", "strong"),
+        ("happiness", "actor02", "female", "normal"),
+        ("sadness", "actor02", "female", "strong")]
+    assert sorted(r.split(":")[0] for _, r in report.skipped) == [
+        "bad name", "not speech", "unused label", "unused label"]
+    mapped, _ = load_ravdess(root, label_map={"calm": "neutral", "07": "anger"})
+    assert sorted(i.meta["raw_label"] for i in mapped) == [
+        "angry", "calm", "disgust", "happy", "neutral", "sad"]
+    normal, report = load_ravdess(root, strong_intensity=False)
+    assert [i.meta["intensity"] for i in normal] == ["normal", "normal"]
+    assert sum(r.startswith("strong intensity") for _, r in report.skipped) == 2
+    with pytest.warns(CorpusWarning, match="no clips of anger, sadness"):
+        via_config, _ = load_corpus(DataConfig(corpus="ravdess", root=str(root),
+                                               strong_intensity=False))
+    assert [i.path for i in via_config] == [i.path for i in normal]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no RAVDESS files"):
+        load_ravdess(tmp_path / "empty")
+
+
+def test_emodb_layout(tmp_path, tone):
+    for name in ("03a01Wa", "08a02Fb", "10b03Tc", "16a04Nd", "09a05Le", "11b01Ab", "x.wav"):
+        tone(tmp_path / "wav" / f"{name}.wav", seconds=0.1)
+    items, report = load_emodb(tmp_path)
+    assert [(i.label, i.speaker, i.gender) for i in items] == [
+        ("anger", "03", "male"), ("happiness", "08", "female"), ("sadness", "10", "male"),
+        ("neutral", "16", "female")]
+    assert sorted(r for _, r in report.skipped) == [
+        "bad name: expected SSTTTEv, e.g. 03a01Wa", "unused label: boredom",
+        "unused label: fear"]
+    mapped, _ = load_corpus(DataConfig(corpus="emodb", root=str(tmp_path),
+                                       label_map={"boredom": "neutral", "A": "skip"}))
+    assert [i.meta["raw_label"] for i in mapped] == ["W", "F", "L", "T", "N"]
+    with pytest.raises(CorpusError, match="no wav/ folder"):
+        load_emodb(tmp_path / "wav")
+
+
+def test_crema_d_layout(tmp_path, tone):
+    for name in ("1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1002_TIE_SAD_LO", "1002_DFA_NEU_XX",
+                 "1091_MTI_DIS_MD", "1001_DFA_ANG"):
+        tone(tmp_path / "AudioWAV" / f"{name}.wav", seconds=0.1)
+    items, report = load_crema_d(tmp_path)
+    assert [(i.label, i.speaker, i.meta["intensity"], i.gender) for i in items] == [
+        ("anger", "1001", "unspecified", ""), ("happiness", "1001", "high", ""),
+        ("neutral", "1002", "unspecified", ""), ("sadness", "1002", "low", "")]
+    assert sorted(r.split(":")[0] for _, r in report.skipped) == ["bad name", "unused label"]
+    (tmp_path / "VideoDemographics.csv").write_text(
+        "ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,Caucasian,Not Hispanic\n"
+        "1002,21,Female,Caucasian,Not Hispanic\n1091,29,Female,Asian,Not Hispanic\n")
+    items, report = load_crema_d(tmp_path, label_map={"DIS": "anger"}, strong_intensity=False)
+    assert [(i.speaker, i.gender) for i in items] == [
+        ("1001", "male"), ("1002", "female"), ("1002", "female"), ("1091", "female")]
+    assert any(r.startswith("strong intensity") for _, r in report.skipped)
+    assert load_corpus(DataConfig(corpus="crema_d", root=str(tmp_path)))[0][0].speaker == "1001"

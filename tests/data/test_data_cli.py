@@ -1,5 +1,6 @@
 """``nasspeech demo-data`` and ``nasspeech features``."""
 
+import csv
 import json
 
 import yaml
@@ -42,3 +43,18 @@ def test_features_errors_are_clean(tmp_path, capsys):
     assert main(["features", str(bad)]) == 2
     assert "data.features.n_mfcc" in capsys.readouterr().err
     assert main(["demo-data", str(tmp_path / "d"), "--speakers", "0"]) == 2
+
+
+def test_features_balance_gender_on_the_demo_corpus(tmp_path, capsys):
+    """The demo manifest has a gender column (odd speakers male): with --balance-gender both
+    test folds hold a synthetic woman and a man."""
+    corpus = tmp_path / "corpus"
+    assert main(["demo-data", str(corpus), "--speakers", "4", "--clips-per-emotion", "1",
+                 "--duration", "0.3"]) == 0
+    assert main(["features", "--manifest", str(corpus / "manifest.csv"), "--duration", "0.3",
+                 "--n-mfcc", "8", "--frames", "4", "--cache-dir", str(tmp_path / "cache"),
+                 "--folds", "2", "--balance-gender", "--quiet",
+                 "--folds-out", str(tmp_path / "folds.json")]) == 0
+    rows = list(csv.DictReader((corpus / "manifest.csv").open()))
+    for fold in json.loads((tmp_path / "folds.json").read_text()):
+        assert {rows[i]["gender"] for i in fold["test"]} == {"female", "male"}

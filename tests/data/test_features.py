@@ -1,6 +1,7 @@
 """Features of one clip: shape, defaults, any rate / channel count, and bad audio (each a
 counted, reported skip with its reason, or an error naming the file)."""
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from nasspeech.data import FeatureConfig, FeatureError, compute_features, extract_features
+from nasspeech.data import (
+    FeatureConfig,
+    FeatureDataset,
+    FeatureError,
+    compute_features,
+    extract_features,
+)
 from nasspeech.data.features import pool_frames
 
 
@@ -97,3 +104,46 @@ def test_on_error_raise_names_the_file(tmp_path, tone, small, bad):
     with pytest.raises(FeatureError):
         extract_features([good, path], small.model_copy(update={"on_error": "raise"}),
                          progress=False)
+
+
+def test_bad_rates_and_overflowing_samples_are_skipped_not_fatal(tmp_path, tone, small, capsys,
+                                                                 header_rate, huge_wav):
+    """Header rate 0 (was a ZeroDivisionError that stopped the whole run), 1 Hz (was kept:
+    seconds of resampling to a huge array) and a float WAV whose finite samples overflow into
+    NaN features (were cached and batched): each skipped with its reason; nothing non-finite
+    is returned or cached."""
+    good = tone(tmp_path / "good.wav")
+    zero = header_rate(tone(tmp_path / "zero.wav"), 0)
+    one = header_rate(tone(tmp_path / "one.wav", seconds=2.0), 1)
+    huge = huge_wav(tmp_path / "huge.wav")
+    t0 = time.perf_counter()
+    x, rep = extract_features([good, zero, one, huge], small, tmp_path / "cache", progress=False)
+    assert time.perf_counter() - t0 < 10
+    assert rep.kept == [0] and x.shape[0] == 1 and torch.isfinite(x).all()
+    reasons = {Path(p).name: r for _, p, r in rep.skipped}
+    assert reasons["zero.wav"].startswith("bad sample rate: the file says 0 Hz")
+    assert reasons["one.wav"].startswith("bad sample rate: the file says 1 Hz")
+    assert reasons["huge.wav"].startswith("non-finite: the features hold NaN or inf")
+    assert "sample peak 1e+30" in reasons["huge.wav"]
+    assert len(list((tmp_path / "cache").rglob("*.f32"))) == 1  # only the good clip's features
+    x2, rep2 = extract_features([good, zero, one, huge], small, tmp_path / "cache",
+                                progress=False)
+    assert rep2.from_cache == 4 and rep2.skipped == rep.skipped and torch.equal(x, x2)
+    assert "2 bad sample rate" in capsys.readouterr().err
+
+
+def test_long_files_are_read_only_as_far_as_the_window(tmp_path, small):
+    """A 10-minute file costs no more than its first second (plus a margin) to featurise."""
+    path = tmp_path / "long.wav"
+    sf.write(path, np.tile(0.3 * np.sin(np.arange(16000) / 5), 600).astype(np.float32), 16000)
+    cut = tmp_path / "cut.wav"
+    sf.write(cut, sf.read(path, frames=24000, dtype="float32")[0], 16000)
+    x, _ = extract_features([path, cut], small, progress=False)
+    assert torch.equal(x[0], x[1])
+
+
+def test_dataset_rejects_non_finite_rows():
+    x = torch.zeros(3, 1, 4, 4)
+    x[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="feature row 1 holds NaN or inf"):
+        FeatureDataset(x, ["anger", "neutral", "sadness"])

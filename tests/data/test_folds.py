@@ -2,6 +2,7 @@
 fold summaries, and user-given fold files."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -100,3 +101,45 @@ def test_bad_user_fold_file_names_the_culprit(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(FoldError, match=message):
         make_folds(fake_items(n_speakers=4), n_folds=2, fold_file=path)
+
+
+def gendered_items(genders: dict[str, str], per_speaker: int = 8) -> list[Item]:
+    return [Item(f"/x/{s}_{k}.wav", CLASSES[k % 4], s, "", {"gender": g})
+            for s, g in genders.items() for k in range(per_speaker)]
+
+
+def test_balance_gender_puts_both_genders_in_every_test_fold():
+    """Equal-sized speakers: the plain greedy assignment can deal both women into one fold for
+    some seeds; with balance_gender no seed may."""
+    items = gendered_items({"f1": "female", "f2": "female", "m1": "male", "m2": "male"})
+
+    def test_genders(folds):
+        return [{items[i].gender for i in f.test} for f in folds]
+
+    plain = [test_genders(make_folds(items, 2, "speaker", seed=s)) for s in range(20)]
+    assert any(len(g) == 1 for fold_genders in plain for g in fold_genders)  # the test bites
+    for seed in range(20):
+        folds = make_folds(items, 2, "speaker", seed=seed, balance_gender=True)
+        assert test_genders(folds) == [{"female", "male"}] * 2
+        assert sorted(i for f in folds for i in f.test) == list(range(len(items)))
+
+
+def test_balance_gender_ravdess_like_and_from_the_config():
+    """24 actors, odd numbers male: every one of 5 folds tests both genders, sizes stay even."""
+    actors = {f"actor{n:02d}": "male" if n % 2 else "female" for n in range(1, 25)}
+    items = gendered_items(actors)
+    config = DataConfig(corpus="manifest", folds=5, balance_gender=True, seed=3)
+    folds = folds_for(items, config)
+    for f in folds:
+        genders = Counter(actors[g] for g in f.test_groups)
+        assert genders["female"] >= 2 and genders["male"] >= 2
+        assert 4 <= len(f.test_groups) <= 5
+
+
+def test_balance_gender_needs_genders_and_enough_speakers():
+    items = gendered_items({"f1": "female", "f2": "female", "m1": "male", "x": ""})
+    with pytest.raises(FoldError, match="speaker 'x' has no gender"):
+        make_folds(items, 2, balance_gender=True)
+    items = gendered_items({"f1": "female", "f2": "female", "f3": "female", "m1": "male"})
+    with pytest.raises(FoldError, match="1 male speaker\\(s\\) cannot put one in each of 2 folds"):
+        make_folds(items, 2, balance_gender=True)

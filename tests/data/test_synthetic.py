@@ -4,11 +4,13 @@ and learnable on held-out synthetic speakers (but not trivially)."""
 import csv
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
 from nasspeech.data import (
     CLASSES,
+    CorpusError,
     FeatureConfig,
     extract_features,
     generate_demo_corpus,
@@ -67,3 +69,32 @@ def test_learnable_on_held_out_synthetic_speakers(tmp_path):
     print(f"held-out synthetic speakers: accuracies {accuracies}, mean {mean:.2f}")
     assert mean >= 0.5  # chance is 0.25
     assert mean < 0.95  # speaker variation overlaps the emotion cues: not trivial
+
+
+def test_interrupted_generation_is_redone_and_users_files_are_never_touched(tmp_path,
+                                                                            monkeypatch):
+    from nasspeech.data import synthetic
+
+    calls = []
+    real = synthetic.synth_clip
+
+    def crash_on_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(synthetic, "synth_clip", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        generate_demo_corpus(tmp_path / "d", n_speakers=1, clips_per_emotion=1, duration=0.2)
+    monkeypatch.setattr(synthetic, "synth_clip", real)
+    manifest = generate_demo_corpus(tmp_path / "d", n_speakers=1, clips_per_emotion=1,
+                                    duration=0.2)  # our own half-written folder: redone
+    assert len(list(csv.DictReader(manifest.open()))) == 4
+    assert {r["gender"] for r in csv.DictReader(manifest.open())} == {"male"}
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "manifest.csv").write_text("my data")
+    with pytest.raises(CorpusError, match="not empty and holds no demo corpus"):
+        generate_demo_corpus(user, n_speakers=1, clips_per_emotion=1, duration=0.2)
+    assert [p.name for p in user.iterdir()] == ["manifest.csv"]

@@ -4,6 +4,7 @@ the cache (parallel, with a progress bar) and print what was kept, skipped and h
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=("mfcc", "logmel"), help="override data.features.kind")
     parser.add_argument("--folds", type=int, help="override data.folds (default 5)")
     parser.add_argument("--group-by", choices=("speaker", "session"), help="override data.group_by")
+    parser.add_argument("--balance-gender", action="store_true",
+                        help="every test fold holds both genders (sets data.balance_gender)")
     parser.add_argument("--folds-out", type=Path,
                         help="also write the folds (indices and summaries) to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -35,6 +38,7 @@ def data_config(args: argparse.Namespace) -> Any:
     import yaml
     from pydantic import ValidationError
 
+    from nasspeech.config import format_errors
     from nasspeech.data import DataConfig
 
     if args.manifest:
@@ -67,11 +71,13 @@ def data_config(args: argparse.Namespace) -> Any:
         raw["folds"] = args.folds
     if args.group_by:
         raw["group_by"] = args.group_by
+    if args.balance_gender:
+        raw["balance_gender"] = True
     try:
         return DataConfig.model_validate(raw)
     except ValidationError as exc:
         where = args.manifest or args.config
-        lines = [f"  data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        lines = [f"  data.{line.strip()}" for line in format_errors(exc).splitlines()]
         raise CLIError(f"{where}: the data section does not validate:\n" + "\n".join(lines)
                        ) from None
 
@@ -79,6 +85,7 @@ def data_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from nasspeech.data import (
         CorpusError,
+        CorpusWarning,
         FeatureError,
         FoldError,
         extract_features,
@@ -90,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     config = data_config(args)
     progress = not args.quiet
     try:
-        items, load_report = load_corpus(config)
+        with warnings.catch_warnings():  # the report printed below carries them
+            warnings.simplefilter("ignore", CorpusWarning)
+            items, load_report = load_corpus(config)
         print(load_report, flush=True)
         x, report = extract_features(items, config.features, config.cache_dir, config.workers,
                                      progress=progress)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from nasspeech.data.corpora.manifest import CorpusError
-from nasspeech.data.items import Item, dropped_by_map, map_label
+from nasspeech.data.corpora.common import audio_files
+from nasspeech.data.items import CorpusError, Item, dropped_by_map, map_label, speaker_pattern
 from nasspeech.data.report import LoadReport
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
 def load_folder(root: str | Path, speaker_regex: str, label_map: dict[str, str] | None = None,
@@ -22,14 +19,12 @@ def load_folder(root: str | Path, speaker_regex: str, label_map: dict[str, str] 
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"folder corpus root {root} does not exist")
-    pattern = re.compile(speaker_regex)
-    if "speaker" not in pattern.groupindex:
-        raise CorpusError(f"speaker_regex {speaker_regex!r} has no named group (?P<speaker>...)")
+    pattern = speaker_pattern(speaker_regex)
     report = LoadReport("folder", str(root))
     items: list[Item] = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         label = map_label(label_dir.name, label_map)
-        files = sorted(p for p in label_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+        files = audio_files(label_dir)
         if label is None and dropped_by_map(label_dir.name, label_map):
             for f in files:
                 report.skip(str(f), f"dropped by label_map: {label_dir.name!r}")

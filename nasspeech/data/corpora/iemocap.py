@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nasspeech.data.corpora.manifest import CorpusError
-from nasspeech.data.items import Item, corpus_label
+from nasspeech.data.corpora.common import unique_items
+from nasspeech.data.items import CorpusError, Item, check_label_map, corpus_label
 from nasspeech.data.report import LoadReport
 
 LINE = re.compile(r"^\[(\d+\.?\d*) - (\d+\.?\d*)\]\t(\S+)\t(\S+)\t")
+#: ``Ses01F_impro01_M003``: session, dialog (everything before the last ``_``), and the
+#: gender letter of the utterance's speaker.
+UTTERANCE = re.compile(r"^(?P<dialog>(?P<session>Ses\d\d)[FM]_.+)_(?P<gender>[FM])\d+[A-Za-z]*$")
 CODES = {"ang": "anger", "hap": "happiness", "sad": "sadness", "neu": "neutral"}
 
 
@@ -20,15 +23,17 @@ def load_iemocap(root: str | Path, improvised_only: bool = True, merge_excitemen
     ``merge_excitement`` adds ``exc`` -> happiness; ``label_map`` maps any other code (e.g.
     ``{"fru": "anger"}``). Speaker = session + gender of the utterance's speaker
     (``Ses01F_impro01_M003`` -> ``Ses01M``); session = ``Ses01``. Scripted utterances, unused
-    labels and missing wavs are skipped and counted in the report.
+    labels, names not of that form and missing wavs are skipped and counted in the report; an
+    utterance listed twice is kept once (with two different labels: skipped).
     """
     root = Path(root)
     sessions = sorted(p for p in root.glob("Session[1-5]") if p.is_dir())
     if not sessions:
         raise CorpusError(f"{root}: no Session1..Session5 folders (is this the IEMOCAP root?)")
+    check_label_map(label_map)
     codes = dict(CODES, **({"exc": "happiness"} if merge_excitement else {}))
     report = LoadReport("iemocap", str(root))
-    items: list[Item] = []
+    entries: list[tuple[str, Item]] = []
     for session in sessions:
         label_files = sorted(p for p in (session / "dialog" / "EmoEvaluation").glob("*.txt")
                              if not p.name.startswith("."))
@@ -46,14 +51,18 @@ def load_iemocap(root: str | Path, improvised_only: bool = True, merge_excitemen
                 if label is None:
                     report.skip(where, f"unused label: {code}")
                     continue
-                dialog = utt.rsplit("_", 1)[0]
-                wav = session / "sentences" / "wav" / dialog / f"{utt}.wav"
+                name = UTTERANCE.match(utt)
+                if name is None:
+                    report.skip(where, "bad utterance name: expected SesNN[FM]_<dialog>_[FM]NNN")
+                    continue
+                wav = session / "sentences" / "wav" / name["dialog"] / f"{utt}.wav"
                 if not wav.is_file():
                     report.skip(where, f"missing file: {wav}")
                     continue
-                sess = utt[:5]
-                speaker = sess + utt.rsplit("_", 1)[1][0]
-                items.append(Item(str(wav.resolve()), label, speaker, sess,
-                                  {"corpus": "iemocap", "utterance": utt, "raw_label": code,
-                                   "start": float(start), "end": float(end)}))
+                entries.append((where, Item(
+                    str(wav.resolve()), label, name["session"] + name["gender"], name["session"],
+                    {"corpus": "iemocap", "utterance": utt, "raw_label": code,
+                     "gender": "female" if name["gender"] == "F" else "male",
+                     "start": float(start), "end": float(end)})))
+    items = unique_items(entries, report)
     return items, report.finish(items)

@@ -1,16 +1,25 @@
-"""Generic manifest: a CSV with ``path,label,speaker`` and optional ``session`` columns."""
+"""Generic manifest: a CSV with ``path,label,speaker`` and optional ``session`` / ``gender``
+columns."""
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
-from nasspeech.data.items import CLASSES, Item, dropped_by_map, map_label
+from nasspeech.data.corpora.common import read_text
+from nasspeech.data.items import (
+    CLASSES,
+    CorpusError,
+    Item,
+    check_label_map,
+    dropped_by_map,
+    gender_of,
+    map_label,
+)
 from nasspeech.data.report import LoadReport
 
-
-class CorpusError(ValueError):
-    """A corpus that cannot be loaded as asked; the message names the file / row."""
+__all__ = ["CorpusError", "load_manifest"]
 
 
 def load_manifest(csv_path: str | Path, label_map: dict[str, str] | None = None,
@@ -22,16 +31,18 @@ def load_manifest(csv_path: str | Path, label_map: dict[str, str] | None = None,
     Unknown labels and missing files raise :class:`CorpusError` naming the row, or are skipped
     and counted with ``on_unknown_label="skip"`` / ``on_missing_file="skip"``. Duplicate rows
     (same file, label and speaker) are dropped and counted; the same file with two labels or
-    two speakers is an error naming both lines.
+    two speakers is an error naming both lines. A ``gender`` column (f/m/female/male) goes to
+    ``meta["gender"]``. A file that is not UTF-8 is an error naming the line.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise CorpusError(f"manifest {csv_path} does not exist")
+    check_label_map(label_map)
     base = Path(root) if root is not None else csv_path.parent
     report = LoadReport(corpus, str(csv_path))
     items: list[Item] = []
     seen: dict[str, tuple[int, str, str]] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text(csv_path, "the manifest"), newline="") as fh:
         reader = csv.DictReader(fh)
         missing_cols = {"path", "label", "speaker"} - set(reader.fieldnames or [])
         if missing_cols:
@@ -72,6 +83,9 @@ def load_manifest(csv_path: str | Path, label_map: dict[str, str] | None = None,
                 report.skip(where, f"duplicate row: same as line {first_line}")
                 continue
             seen[str(path)] = (line, label, speaker)
-            items.append(Item(str(path), label, speaker, (row.get("session") or "").strip(),
-                              {"corpus": corpus, "raw_label": raw_label, "row": line}))
+            meta = {"corpus": corpus, "raw_label": raw_label, "row": line}
+            gender = gender_of(row.get("gender") or "", f"{where}: column gender")
+            if gender:
+                meta["gender"] = gender
+            items.append(Item(str(path), label, speaker, (row.get("session") or "").strip(), meta))
     return items, report.finish(items)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nasspeech.data.corpora.manifest import CorpusError
-from nasspeech.data.items import Item, corpus_label
+from nasspeech.data.corpora.common import unique_items
+from nasspeech.data.items import CorpusError, Item, check_label_map, corpus_label
 from nasspeech.data.report import LoadReport
 
 LINE = re.compile(r"^(?:UTD|MSP)-IMPROV-(S(\d\d)([A-Z])-([FM](\d\d))-([A-Z])-([A-Z]{2}\d\d))"
@@ -29,17 +29,20 @@ def load_msp_improv(root: str | Path, label_map: dict[str, str] | None = None,
     """Items of MSP-IMPROV (A/H/S/N; 6 sessions, 12 actors).
 
     Speaker = the actor (``F01``), session = the actor's session (``01``), so grouping by
-    session leaves one actor pair out. Other labels and missing wavs are skipped and counted.
+    session leaves one actor pair out; gender from the actor's letter. Other labels and
+    missing wavs are skipped and counted; a clip listed twice is kept once (with two different
+    labels: skipped).
     """
     root = Path(root)
     names = (label_file,) if label_file else LABEL_FILES
     labels = next((root / n for n in names if (root / n).is_file()), None)
     if labels is None:
         raise CorpusError(f"{root}: no {' or '.join(names)} (the MSP-IMPROV label file)")
+    check_label_map(label_map)
     wavs = {p.stem: p for p in root.rglob("*.wav")}
     report = LoadReport("msp_improv", str(root))
-    items: list[Item] = []
-    for line in labels.read_text(errors="replace").splitlines():
+    entries: list[tuple[str, Item]] = []
+    for number, line in enumerate(labels.read_text(errors="replace").splitlines(), start=1):
         m = LINE.match(line.strip())
         if not m:
             continue
@@ -53,7 +56,9 @@ def load_msp_improv(root: str | Path, label_map: dict[str, str] | None = None,
         if wav is None:
             report.skip(name, f"missing file: {name}.wav")
             continue
-        items.append(Item(str(wav.resolve()), label, speaker, session,
-                          {"corpus": "msp_improv", "sentence": sentence, "target": target,
-                           "type": kind, "raw_label": code}))
+        entries.append((f"{labels.name}:{number}", Item(
+            str(wav.resolve()), label, speaker, session,
+            {"corpus": "msp_improv", "sentence": sentence, "target": target, "type": kind,
+             "raw_label": code, "gender": "female" if speaker[0] == "F" else "male"})))
+    items = unique_items(entries, report)
     return items, report.finish(items)

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from nasspeech.data.corpora.manifest import CorpusError
-from nasspeech.data.items import Item, corpus_label
+from nasspeech.data.corpora.common import read_text, unique_items
+from nasspeech.data.items import CorpusError, Item, check_label_map, corpus_label, gender_of
 from nasspeech.data.report import LoadReport
 
 CODES = {"A": "anger", "H": "happiness", "S": "sadness", "N": "neutral"}
@@ -19,22 +20,24 @@ def load_msp_podcast(root: str | Path, label_map: dict[str, str] | None = None,
     """Items of MSP-Podcast (EmoClass A/H/S/N; speaker = ``SpkrID``).
 
     The official split is kept in ``meta["split"]``; ``splits`` keeps only those
-    ``Split_Set`` values. Other classes, unknown speakers, other splits and missing files are
-    skipped and counted in the report.
+    ``Split_Set`` values; a ``Gender`` column goes to ``meta["gender"]``. Other classes,
+    unknown speakers, other splits and missing files are skipped and counted in the report; a
+    file listed twice is kept once (with two different labels: skipped).
     """
     root = Path(root)
     labels = root / "Labels" / "labels_consensus.csv"
     if not labels.is_file():
         raise CorpusError(f"{root}: no Labels/labels_consensus.csv (the MSP-Podcast labels)")
+    check_label_map(label_map)
     keep = {s.lower() for s in splits} if splits else None
     report = LoadReport("msp_podcast", str(root))
-    items: list[Item] = []
-    with open(labels, newline="", encoding="utf-8-sig") as fh:
+    entries: list[tuple[str, Item]] = []
+    with io.StringIO(read_text(labels, "the label file"), newline="") as fh:
         reader = csv.DictReader(fh)
         need = {"FileName", "EmoClass", "SpkrID"} - set(reader.fieldnames or [])
         if need:
             raise CorpusError(f"{labels}: missing column(s) {sorted(need)}")
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
             name, code = row["FileName"].strip(), row["EmoClass"].strip()
             speaker = row["SpkrID"].strip()
             split = (row.get("Split_Set") or "").strip()
@@ -52,6 +55,11 @@ def load_msp_podcast(root: str | Path, label_map: dict[str, str] | None = None,
             if not wav.is_file():
                 report.skip(name, f"missing file: {wav}")
                 continue
-            items.append(Item(str(wav.resolve()), label, speaker, "",
-                              {"corpus": "msp_podcast", "split": split, "raw_label": code}))
+            meta = {"corpus": "msp_podcast", "split": split, "raw_label": code}
+            gender = gender_of(row.get("Gender") or "", f"{labels}:{line}: column Gender")
+            if gender:
+                meta["gender"] = gender
+            entries.append((f"{labels.name}:{line}", Item(str(wav.resolve()), label, speaker, "",
+                                                           meta)))
+    items = unique_items(entries, report)
     return items, report.finish(items)
