@@ -273,8 +273,11 @@ class SearchSpace(BaseModel):
         genotype: Genotype,
         overrides: dict[str, dict[str, int]] | None = None,
         drop_path: float = 0.0,
+        auxiliary: bool = False,
     ) -> DerivedModel:
-        """The discrete model of ``genotype`` (per-component ``channels``/``cells`` overrides)."""
+        """The discrete model of ``genotype`` (per-component ``channels``/``cells`` overrides;
+        ``auxiliary``: DARTS's auxiliary head, see :class:`~nasspeech.space.derived.DerivedModel`)."""
         from nasspeech.space.derived import DerivedModel
 
-        return DerivedModel(self, genotype, overrides=overrides, drop_path=drop_path)
+        return DerivedModel(self, genotype, overrides=overrides, drop_path=drop_path,
+                            auxiliary=auxiliary)

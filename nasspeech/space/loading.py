@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from nasspeech.space.limits import short
 
@@ -127,37 +128,58 @@ def _load_json(text: str) -> Any:
     return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
 
 
-def load_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (or, for ``.json``, JSON) file into a dict; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ConfigFileError(f"{path}: {path.stat().st_size:,} bytes is not a config file "
-                              f"(the limit is {MAX_FILE_BYTES:,})")
-    kind = "JSON" if path.suffix == ".json" else "YAML"
+def parse_mapping(text: str, origin: str, kind: str = "YAML") -> dict[str, Any]:
+    """Parse ``text`` (``kind`` "YAML" or "JSON") into a dict; errors name ``origin``."""
     try:
-        text = path.read_text(encoding="utf-8")
         data = _load_json(text) if kind == "JSON" else _load_yaml(text)
     except (ConfigFileError, _DuplicateKey) as exc:
-        raise ConfigFileError(f"{path}: {exc}") from None
+        raise ConfigFileError(f"{origin}: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise ConfigFileError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON: "
-                              f"{exc.msg}") from None
+        raise ConfigFileError(f"{origin}, line {exc.lineno}, column {exc.colno}: not valid "
+                              f"JSON: {exc.msg}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = exc.problem or exc.context or "syntax error"
-        raise ConfigFileError(f"{path}{where}: not valid YAML: {what}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise ConfigFileError(f"{origin}{where}: not valid YAML: {what}") from None
     except yaml.YAMLError as exc:
-        raise ConfigFileError(f"{path}: not valid {kind}: {short(str(exc))}") from None
+        raise ConfigFileError(f"{origin}: not valid {kind}: {short(str(exc))}") from None
     except RecursionError:
-        raise ConfigFileError(f"{path}: values nested too deeply for a config") from None
+        raise ConfigFileError(f"{origin}: values nested too deeply") from None
     if data is None:
-        raise ConfigFileError(f"{path}: the file is empty; expected a mapping")
+        raise ConfigFileError(f"{origin}: the file is empty; expected a mapping")
     if not isinstance(data, dict):
         raise ConfigFileError(
-            f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+            f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def read_text(path: str | Path, what: str = "config file") -> str:
+    """The UTF-8 text of ``path``, refusing missing, oversized and binary files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigFileError(f"{path}: {path.stat().st_size:,} bytes is too large for a "
+                              f"{what} (the limit is {MAX_FILE_BYTES:,})")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def load_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or, for ``.json``, JSON) file into a dict; errors name the file."""
+    path = Path(path)
+    return parse_mapping(read_text(path), str(path), "JSON" if path.suffix == ".json" else "YAML")
+
+
+def format_errors(exc: ValidationError) -> str:
+    """One line per validation error, ``  field.path: message (got VALUE)``, the value cut short."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = "" if err["type"] in ("missing", "value_error") else f" (got {short(err['input'])})"
+        lines.append(f"  {loc}: {msg}{got}")
+    return "\n".join(lines)
