@@ -37,6 +37,10 @@ def check_fits(space: SearchSpace, genotype: Genotype) -> None:
                 f"genotype component {cfg.name!r} has cells {short(sorted(kinds))}, the space "
                 f"needs {cfg.cell_kinds()}"
             )
+        concat = {kind: len(cell.concat) for kind, cell in comp.cells.items()}
+        if len(set(concat.values())) > 1:
+            raise GenotypeError(f"genotype component {cfg.name!r}: its cells must concatenate "
+                                f"the same number of nodes, got {concat}")
         for kind, cell in comp.cells.items():
             where = f"genotype component {cfg.name!r}, {kind} cell"
             if len(cell.nodes) != cfg.nodes:
