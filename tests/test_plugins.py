@@ -175,8 +175,8 @@ def test_plugin_calling_sys_exit_is_skipped_and_named(plugin_dir):
     with pytest.warns(PluginWarning) as record:
         loaded = load_plugins(registry)  # does not exit the process
     messages = [str(w.message) for w in record if "fake-exits" in str(w.message)]
-    assert messages == ["plugin 'fake-exits' (entry point ops = fakeexits) failed to load and "
-                        "was skipped: it called sys.exit(3) while loading"]
+    assert messages == [("plugin 'fake-exits' (entry point ops = fakeexits) failed to load and "
+                         "was skipped: it called sys.exit(3) while loading")]
     assert "fake-exits" not in loaded and "fake-good-2" in loaded
     assert "seq/fakeexits_early" not in sources(registry)
     with pytest.raises(UnknownOpError, match=r"plugin 'fake-exits' failed to load: it called "
@@ -300,9 +300,9 @@ def test_cli_lists_plugin_ops_and_reports_broken_plugins(cli_json):
     assert ("seq", "fakeclibroken_early") not in ops
     # one concise line per problem, naming the plugin; no internal source path
     lines = [line for line in stderr.splitlines() if "fake-cli-broken" in line]
-    assert lines == ["nasspeech: warning: plugin 'fake-cli-broken' (entry point ops = "
-                     "fakeclibroken) failed to load and was skipped: RuntimeError: plugin "
-                     "module is broken"]
+    assert lines == [("nasspeech: warning: plugin 'fake-cli-broken' (entry point ops = "
+                      "fakeclibroken) failed to load and was skipped: RuntimeError: plugin "
+                      "module is broken")]
     assert "registry.py" not in stderr and "load_plugins" not in stderr
 
 

@@ -14,8 +14,8 @@ import nasspeech
 from nasspeech.registry import (
     REGISTRY,
     DuplicateOpError,
-    Operation,
     OpContractError,
+    Operation,
     OpRegistry,
     UnknownOpError,
     check_op,
@@ -286,9 +286,9 @@ def test_an_op_failing_inside_a_network_is_named(clean_registry):
             return x
 
     register_op("seq", "test_short_only")(lambda c, s=1: FailsOnLongSequences())
-    space = SearchSpace(input_shape=(9, 4), num_classes=2, components=[dict(
-        name="seq", family="seq", ops=["test_short_only", "lstm_1"], cells=1, nodes=1,
-        channels=4)])
+    space = SearchSpace(input_shape=(9, 4), num_classes=2, components=[{
+        "name": "seq", "family": "seq", "ops": ["test_short_only", "lstm_1"], "cells": 1,
+        "nodes": 1, "channels": 4}])
     genotype = Genotype.model_validate({"space": "space", "components": [{
         "name": "seq", "family": "seq",
         "cells": {"cell": {"nodes": [[{"source": 1, "op": "test_short_only"}]],

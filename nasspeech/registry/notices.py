@@ -34,7 +34,7 @@ def warn_once(message: str, category: type[NasspeechWarning] = NasspeechWarning)
 _python_format = warnings.formatwarning
 
 
-def _format(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+def _format(message, category, filename, lineno, line=None) -> str:
     if isinstance(category, type) and issubclass(category, NasspeechWarning):
         return f"nasspeech: warning: {message}\n"
     return _python_format(message, category, filename, lineno, line)

@@ -12,8 +12,8 @@ from torch import nn
 
 from nasspeech.registry import REGISTRY, UnknownOpError
 from nasspeech.space import limits
-from nasspeech.space.limits import short
 from nasspeech.space.handover import get_handover
+from nasspeech.space.limits import short
 from nasspeech.space.loading import ConfigFileError, load_mapping
 from nasspeech.space.size import check_size, supernet_size
 

@@ -84,7 +84,7 @@ def check_overrides(space: SearchSpace,
         lowest = {"channels": MIN_CNN_CHANNELS if cfg.family == "cnn" else 1, "cells": 1}
         highest = {"channels": MAX_CHANNELS, "cells": MAX_CELLS}
         for key, value in o.items():
-            if type(value) is not int:  # noqa: E721  (bool is an int subclass: refuse it)
+            if type(value) is not int:  # bool is an int subclass: refuse it
                 raise ValueError(f"overrides.{name}.{key} must be an integer, got {short(value)}")
             if not lowest[key] <= value <= highest[key]:
                 raise ValueError(f"overrides.{name}.{key} must be in {lowest[key]}.."

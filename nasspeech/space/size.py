@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import pairwise
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from nasspeech.registry import Operation, get_op
-from nasspeech.space.families import layout_for
+from nasspeech.space.families import FamilyLayout, layout_for
 from nasspeech.space.handover import default_handover, get_handover
 from nasspeech.space.mixed_op import MixedOp
 from nasspeech.space.plan import CellSlot, ComponentShape, cell_plan, output_shape
@@ -98,19 +100,23 @@ def _component(cfg: SizedComponent, in_shape: tuple[int, ...], n_concat: int,
     layout = layout_for(cfg.family)
     stem_width, slots, out_channels = cell_plan(cfg, n_concat, cells, channels)
     params = count(("stem", cfg.family, in_shape, stem_width),
-                   lambda: layout.stem(in_shape, stem_width))
+                   partial(layout.stem, in_shape, stem_width))
     modules = 0
     for slot in slots:
         params += count(("pre", cfg.family, slot.c_prev_prev, slot.width, slot.reduction_prev),
-                        lambda: layout.preprocess(slot.c_prev_prev, slot.width,
-                                                  slot.reduction_prev))
+                        partial(layout.preprocess, slot.c_prev_prev, slot.width,
+                                slot.reduction_prev))
         params += count(("pre", cfg.family, slot.c_prev, slot.width, False),
-                        lambda: layout.preprocess(slot.c_prev, slot.width, False))
+                        partial(layout.preprocess, slot.c_prev, slot.width, False))
         params += count(("combine", cfg.family, n_concat, slot.width),
-                        lambda: layout.combine(n_concat, slot.width)[0])
+                        partial(_combine, layout, n_concat, slot.width))
         p, m = edges(slot)
         params, modules = params + p, modules + m
     return params, modules, output_shape(cfg, in_shape, slots, out_channels)
+
+
+def _combine(layout: FamilyLayout, n_concat: int, width: int) -> nn.Module:
+    return layout.combine(n_concat, width)[0]
 
 
 def _stride(slot: CellSlot, source: int) -> int:
@@ -131,7 +137,7 @@ def _size(components: Sequence[SizedComponent], input_shape: tuple[int, ...],
         size.parameters[cfg.name] = params + handover_params
         size.op_modules[cfg.name] = modules
     widths = [shape[0], *hidden, num_classes]
-    size.parameters["head"] = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    size.parameters["head"] = sum(a * b + b for a, b in pairwise(widths))
     return size
 
 
@@ -150,8 +156,8 @@ def supernet_size(components: Sequence[SizedComponent], input_shape: tuple[int, 
             for stride in set(strides):
                 key = ("mixed", cfg.family, tuple(cfg.ops), slot.width, stride,
                        cfg.partial_channels, cfg.search_bn_affine)
-                params += strides.count(stride) * count(key, lambda: MixedOp(
-                    ops, slot.width, stride, layout, cfg.partial_channels,
+                params += strides.count(stride) * count(key, partial(
+                    MixedOp, ops, slot.width, stride, layout, cfg.partial_channels,
                     cfg.search_bn_affine))
             return params, len(strides) * computed
 
@@ -177,7 +183,7 @@ def derived_size(components: Sequence[SizedComponent], input_shape: tuple[int, .
                     op: Operation = get_op(cfg.family, e.op)
                     stride = _stride(slot, e.source)
                     params += count(("op", op.key, slot.width, stride),
-                                    lambda: op.build(slot.width, stride))
+                                    partial(op.build, slot.width, stride))
                     modules += 1
             return params, modules
 

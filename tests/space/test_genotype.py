@@ -235,7 +235,7 @@ def test_unusual_genotypes_warn_once_and_still_derive(monkeypatch):
 
 
 def test_save_writes_atomically_through_the_one_helper(tmp_path, monkeypatch):
-    import nasspeech.genotype.model as model
+    from nasspeech.genotype import model
 
     calls = []
     real = model.atomic_write

@@ -26,7 +26,7 @@ def test_the_command_in_the_darts_example_runs_and_gives_the_darts_count(capsys,
     prints the count the comment states (the DARTS code's convention, no auxiliary head)."""
     text = (ROOT / "examples/darts_cifar10.yaml").read_text()
     command = re.search(r"#\s+(nasspeech params .*?)\n(?!#\s+--)", text.replace("\\\n#", ""),
-                        re.S).group(1)
+                        re.DOTALL).group(1)
     argv = shlex.split(command)[2:]
     monkeypatch.chdir(ROOT)
     assert main(["params", *argv]) == 0
