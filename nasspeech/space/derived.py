@@ -37,10 +37,6 @@ def check_fits(space: SearchSpace, genotype: Genotype) -> None:
                 f"genotype component {cfg.name!r} has cells {short(sorted(kinds))}, the space "
                 f"needs {cfg.cell_kinds()}"
             )
-        concat = {kind: len(cell.concat) for kind, cell in comp.cells.items()}
-        if len(set(concat.values())) > 1:
-            raise GenotypeError(f"genotype component {cfg.name!r}: its cells must concatenate "
-                                f"the same number of nodes, got {concat}")
         for kind, cell in comp.cells.items():
             where = f"genotype component {cfg.name!r}, {kind} cell"
             if len(cell.nodes) != cfg.nodes:
@@ -52,6 +48,14 @@ def check_fits(space: SearchSpace, genotype: Genotype) -> None:
                     raise GenotypeError(
                         f"{where}, node {j + 2} has {len(node)} inputs, more than the "
                         f"component's top_k: {cfg.top_k}")
+        concat = {kind: len(cell.concat) for kind, cell in comp.cells.items()}
+        if len(set(concat.values())) > 1:
+            raise GenotypeError(f"genotype component {cfg.name!r}: its cells must concatenate "
+                                f"the same number of nodes, got {concat}")
+    for cfg in space.components:  # usable, but unusual: say so
+        for kind, cell in genotype.component(cfg.name).cells.items():
+            where = f"genotype component {cfg.name!r}, {kind} cell"
+            for j, node in enumerate(cell.nodes):
                 for e in node:
                     if e.op not in cfg.ops:
                         warn_once(f"{where}, node {j + 2} uses {e.op!r}, which is not among the "

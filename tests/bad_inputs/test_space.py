@@ -111,8 +111,9 @@ def params_cli(space_data: dict | str, *args: str, genotype_data: dict | None = 
     return run
 
 
-def plugin(tmp: Path, dist: str, source: str) -> OpRegistry:
-    """Load a fake installed plugin ``dist`` whose module is ``source`` into a new registry."""
+def plugin(tmp: Path, dist: str, source: str, warning: str) -> OpRegistry:
+    """Load a fake installed plugin ``dist`` whose module is ``source`` into a new registry;
+    it must warn (``warning``: a regex)."""
     module = dist.replace("-", "_")
     (tmp / f"{module}.py").write_text(textwrap.dedent(source))
     info = tmp / f"{module}-0.1.dist-info"
@@ -124,7 +125,7 @@ def plugin(tmp: Path, dist: str, source: str) -> OpRegistry:
     sys.path.insert(0, str(tmp))
     importlib.invalidate_caches()
     try:
-        with pytest.warns(PluginWarning, match=dist):
+        with pytest.warns(PluginWarning, match=warning):
             load_plugins(registry)
     finally:
         sys.path.remove(str(tmp))
@@ -132,8 +133,8 @@ def plugin(tmp: Path, dist: str, source: str) -> OpRegistry:
     return registry
 
 
-def plugin_op(dist: str, source: str, op: str):
-    return lambda tmp: plugin(tmp, dist, source).get("seq", op)
+def plugin_op(dist: str, source: str, op: str, warning: str):
+    return lambda tmp: plugin(tmp, dist, source, warning).get("seq", op)
 
 
 EXITS = """
@@ -275,9 +276,13 @@ CASES = [
     Case("genotype_missing", lambda tmp: Genotype.load(tmp / "nope.json"),
          r"genotype file not found: .*nope.json", GenotypeError),
     # -- plugins ------------------------------------------------------------------------------
-    Case("plugin_sys_exit", plugin_op("fake-exits-table", EXITS, "exits_op"),
+    Case("plugin_sys_exit", plugin_op("fake-exits-table", EXITS, "exits_op",
+                                      r"'fake-exits-table' .* failed to load and was skipped"),
          r"plugin 'fake-exits-table' failed to load: it called sys.exit\(0\)", UnknownOpError),
-    Case("plugin_op_fails_above_batch_3", plugin_op("fake-batch-table", BATCH_3, "small_batches"),
+    Case("plugin_op_fails_above_batch_3", plugin_op(
+        "fake-batch-table", BATCH_3, "small_batches",
+        r"'fake-batch-table' .*: op seq/small_batches was rejected: raised RuntimeError: batch "
+        r"too large"),
          r"seq op 'small_batches' is not available: plugin 'fake-batch-table' .* rejected: "
          r"raised RuntimeError: batch too large", UnknownOpError),
     # -- the params command ---------------------------------------------------------------------
