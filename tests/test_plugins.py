@@ -126,6 +126,13 @@ def builtins_only() -> OpRegistry:
     return registry
 
 
+def load_warning(registry: OpRegistry, dist: str) -> tuple[list[str], list[str]]:
+    """Load the plugins into ``registry``: the loaded sources and the warnings naming ``dist``."""
+    with pytest.warns(PluginWarning) as record:
+        loaded = load_plugins(registry)
+    return loaded, [str(w.message) for w in record if dist in str(w.message)]
+
+
 def sources(registry: OpRegistry) -> dict[str, str]:
     return {op.key: op.source for op in registry._ops.values()}
 
@@ -158,9 +165,7 @@ def test_plugin_calling_sys_exit_is_skipped_and_named(plugin_dir):
     make_plugin(plugin_dir, "fake-exits", "fakeexits", EXITS)
     make_plugin(plugin_dir, "fake-good-2", "fakeok2", GOOD_OPS)
     registry = builtins_only()
-    with pytest.warns(PluginWarning) as record:
-        loaded = load_plugins(registry)  # does not exit the process
-    messages = [str(w.message) for w in record if "fake-exits" in str(w.message)]
+    loaded, messages = load_warning(registry, "fake-exits")  # does not exit the process
     assert messages == [("plugin 'fake-exits' (entry point ops = fakeexits) failed to load and "
                          "was skipped: it called sys.exit(3) while loading")]
     assert "fake-exits" not in loaded and "fake-good-2" in loaded
@@ -173,9 +178,7 @@ def test_plugin_calling_sys_exit_is_skipped_and_named(plugin_dir):
 def test_duplicate_name_drops_only_that_op(plugin_dir):
     make_plugin(plugin_dir, "fake-dup", "fakedup", DUPLICATE)
     registry = builtins_only()
-    with pytest.warns(PluginWarning) as record:
-        loaded = load_plugins(registry)
-    messages = [str(w.message) for w in record if "fake-dup" in str(w.message)]
+    loaded, messages = load_warning(registry, "fake-dup")
     assert len(messages) == 1
     assert "op seq/lstm_1 was not registered: built-in already registers it" in messages[0]
     assert "fake-dup" in loaded
@@ -196,9 +199,7 @@ def test_plugin_that_fails_to_import_is_reported_and_skipped(plugin_dir):
     make_plugin(plugin_dir, "fake-good", "fakeok", GOOD_OPS)
     make_plugin(plugin_dir, "fake-broken", "fakebroken", RAISING)
     registry = OpRegistry()
-    with pytest.warns(PluginWarning) as record:
-        loaded = load_plugins(registry)
-    messages = [str(w.message) for w in record if "fake-broken" in str(w.message)]
+    loaded, messages = load_warning(registry, "fake-broken")
     assert len(messages) == 1
     assert "entry point ops = fakebroken" in messages[0]
     assert "RuntimeError: plugin module is broken" in messages[0]
@@ -212,9 +213,7 @@ def test_op_with_wrong_output_shape_is_rejected_by_name(plugin_dir):
     make_plugin(plugin_dir, "fake-shapes", "fakeshapes", WRONG_SHAPE)
     make_plugin(plugin_dir, "fake-fine", "fakefine", GOOD_OPS)
     registry = OpRegistry()
-    with pytest.warns(PluginWarning) as record:
-        load_plugins(registry)
-    messages = [str(w.message) for w in record if "fake-shapes" in str(w.message)]
+    _, messages = load_warning(registry, "fake-shapes")
     assert len(messages) == 1
     assert "op seq/fakeshapes_halves was rejected" in messages[0]
     assert "expected (5, 5, 4)" in messages[0]
