@@ -16,7 +16,14 @@ import pytest
 import torch
 from torch import nn
 
-from nasspeech.registry import Operation, OpRegistry, PluginWarning, expected_shape, get_op
+from nasspeech.registry import (
+    Operation,
+    OpRegistry,
+    PluginWarning,
+    UnknownOpError,
+    expected_shape,
+    get_op,
+)
 from nasspeech.registry.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +75,23 @@ CALLABLE_TARGET = """
 """
 
 
+EXITS = """
+    import sys
+    from torch import nn
+    from nasspeech import register_op
+
+    register_op("seq", "{prefix}_early")(lambda channels, stride=1: nn.Identity())
+    sys.exit(3)
+"""
+
+DUPLICATE = """
+    from torch import nn
+    from nasspeech import register_op
+
+    register_op("seq", "lstm_1")(lambda channels, stride=1: nn.Identity())  # taken: built-in
+    register_op("seq", "{prefix}_ok")(lambda channels, stride=1: nn.Identity())
+"""
+
 def make_plugin(root: Path, dist: str, module: str, source: str, target: str = "") -> None:
     """Write an importable ``module`` and an installed-looking ``dist`` declaring it as a
     ``nasspeech.ops`` entry point, as pip would (``<name>-<version>.dist-info``)."""
@@ -87,6 +111,26 @@ def plugin_dir(tmp_path, monkeypatch):
     for name in set(sys.modules) - before:
         if (getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path)):
             del sys.modules[name]
+
+
+def builtins_only() -> OpRegistry:
+    """A fresh registry holding the built-in ops only (plugins are loaded by the test)."""
+    import nasspeech.ops  # noqa: F401  (registers the built-ins into the global registry)
+    from nasspeech.registry import REGISTRY
+
+    registry = OpRegistry()
+    for op in list(REGISTRY._ops.values()):
+        if op.source == "built-in":
+            registry.add(op)
+    registry._loaded = True
+    return registry
+
+
+def load_warning(registry: OpRegistry, dist: str) -> tuple[list[str], list[str]]:
+    """Load the plugins into ``registry``: the loaded sources and the warnings naming ``dist``."""
+    with pytest.warns(PluginWarning) as record:
+        loaded = load_plugins(registry)
+    return loaded, [str(w.message) for w in record if dist in str(w.message)]
 
 
 def sources(registry: OpRegistry) -> dict[str, str]:
@@ -117,13 +161,45 @@ def test_callable_entry_point_is_called(plugin_dir):
     assert sources(registry)["cnn/fakecall_id"] == "fake-callable"
 
 
+def test_plugin_calling_sys_exit_is_skipped_and_named(plugin_dir):
+    make_plugin(plugin_dir, "fake-exits", "fakeexits", EXITS)
+    make_plugin(plugin_dir, "fake-good-2", "fakeok2", GOOD_OPS)
+    registry = builtins_only()
+    loaded, messages = load_warning(registry, "fake-exits")  # does not exit the process
+    assert messages == [("plugin 'fake-exits' (entry point ops = fakeexits) failed to load and "
+                         "was skipped: it called sys.exit(3) while loading")]
+    assert "fake-exits" not in loaded and "fake-good-2" in loaded
+    assert "seq/fakeexits_early" not in sources(registry)
+    with pytest.raises(UnknownOpError, match=r"plugin 'fake-exits' failed to load: it called "
+                                             r"sys.exit\(3\)"):
+        registry.get("seq", "fakeexits_early")
+
+
+def test_duplicate_name_drops_only_that_op(plugin_dir):
+    make_plugin(plugin_dir, "fake-dup", "fakedup", DUPLICATE)
+    registry = builtins_only()
+    loaded, messages = load_warning(registry, "fake-dup")
+    assert len(messages) == 1
+    assert "op seq/lstm_1 was not registered: built-in already registers it" in messages[0]
+    assert "fake-dup" in loaded
+    ops = sources(registry)
+    assert ops["seq/lstm_1"] == "built-in" and ops["seq/fakedup_ok"] == "fake-dup"
+
+
+def test_a_plugin_problem_is_reported_once_per_process(plugin_dir):
+    make_plugin(plugin_dir, "fake-once", "fakeonce", RAISING)
+    with pytest.warns(PluginWarning, match="fake-once"):
+        load_plugins(OpRegistry())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        load_plugins(OpRegistry())  # the same problem again: no second warning
+
+
 def test_plugin_that_fails_to_import_is_reported_and_skipped(plugin_dir):
     make_plugin(plugin_dir, "fake-good", "fakeok", GOOD_OPS)
     make_plugin(plugin_dir, "fake-broken", "fakebroken", RAISING)
     registry = OpRegistry()
-    with pytest.warns(PluginWarning) as record:
-        loaded = load_plugins(registry)
-    messages = [str(w.message) for w in record if "fake-broken" in str(w.message)]
+    loaded, messages = load_warning(registry, "fake-broken")
     assert len(messages) == 1
     assert "entry point ops = fakebroken" in messages[0]
     assert "RuntimeError: plugin module is broken" in messages[0]
@@ -137,12 +213,10 @@ def test_op_with_wrong_output_shape_is_rejected_by_name(plugin_dir):
     make_plugin(plugin_dir, "fake-shapes", "fakeshapes", WRONG_SHAPE)
     make_plugin(plugin_dir, "fake-fine", "fakefine", GOOD_OPS)
     registry = OpRegistry()
-    with pytest.warns(PluginWarning) as record:
-        load_plugins(registry)
-    messages = [str(w.message) for w in record if "fake-shapes" in str(w.message)]
+    _, messages = load_warning(registry, "fake-shapes")
     assert len(messages) == 1
     assert "op seq/fakeshapes_halves was rejected" in messages[0]
-    assert "expected (2, 5, 4)" in messages[0]
+    assert "expected (5, 5, 4)" in messages[0]
     ops = sources(registry)
     assert "seq/fakeshapes_halves" not in ops
     assert ops["seq/fakeshapes_ok"] == "fake-shapes"  # its sibling is kept
@@ -197,14 +271,19 @@ def test_cli_lists_plugin_ops_and_reports_broken_plugins(cli_json):
     assert ops[("seq", "lstm_att_1")]["source"] == "built-in"
     assert "plugin 'fake-cli-broken' (entry point ops = fakeclibroken)" in stderr
     assert ("seq", "fakeclibroken_early") not in ops
+    # one concise line per problem, naming the plugin; no internal source path
+    lines = [line for line in stderr.splitlines() if "fake-cli-broken" in line]
+    assert lines == [("nasspeech: warning: plugin 'fake-cli-broken' (entry point ops = "
+                      "fakeclibroken) failed to load and was skipped: RuntimeError: plugin "
+                      "module is broken")]
+    assert "registry.py" not in stderr and "load_plugins" not in stderr
 
 
 def test_env_var_disables_autoload(plugin_dir, monkeypatch):
     """A fresh registry loads built-ins and plugins on first use: not with the env var."""
     make_plugin(plugin_dir, "fake-env", "fakeenv", GOOD_OPS)
     monkeypatch.setenv("NASSPEECH_NO_PLUGINS", "1")
-    registry = OpRegistry()
-    registry.ensure_loaded()
+    registry = builtins_only()
     assert "seq/fakeenv_scale" not in sources(registry)
     monkeypatch.delenv("NASSPEECH_NO_PLUGINS")
     registry = OpRegistry()  # control: the same plugin loads without it

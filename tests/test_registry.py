@@ -14,6 +14,7 @@ import nasspeech
 from nasspeech.registry import (
     REGISTRY,
     DuplicateOpError,
+    OpContractError,
     Operation,
     OpRegistry,
     UnknownOpError,
@@ -48,6 +49,15 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.weight
+
+
+class SmallBatchesOnly(nn.Module):
+    """Breaks the contract only for batches above 3 (like the reference's attention ops)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 3:
+            raise RuntimeError("only batches up to 3")
+        return x
 
 
 def test_decorator_registers_a_working_user_op(clean_registry):
@@ -184,13 +194,16 @@ def test_check_op_reports_what_is_wrong():
     assert check_op(get_op("seq", "lstm_att_1")) is None
     assert check_op(get_op("cnn", "sep_conv_3x3")) is None
     shrink = Operation("seq", "shrink", lambda c, s=1: nn.Linear(c, max(1, c - 1)))
-    assert "expected (2, 5, 4)" in check_op(shrink)
+    assert "expected (5, 5, 4)" in check_op(shrink)
     tuple_op = Operation("seq", "tup", lambda c, s=1: nn.LSTM(c, c, batch_first=True))
     assert "returned tuple" in check_op(tuple_op)
     fixed_width = Operation("seq", "w4", lambda c, s=1: nn.Linear(4, 4))  # ignores channels
     assert "raised RuntimeError" in check_op(fixed_width)
     floor = Operation("cnn", "floor", lambda c, s=1: nn.MaxPool2d(s, s))  # floor, not ceil
     assert "expected (1, 5, 4, 3)" in check_op(floor)
+    # batch 5 as well as 1: an op that only works for small batches is caught
+    small_batches = Operation("seq", "b3", lambda c, s=1: SmallBatchesOnly())
+    assert "raised RuntimeError: only batches up to 3" in check_op(small_batches)
 
 
 def test_docs_decorator_example_runs(clean_registry, capsys):
@@ -217,3 +230,72 @@ def test_ops_command_table_and_json(capsys):
     listed = json.loads(capsys.readouterr().out)
     assert [(o["family"], o["name"]) for o in listed] == [(op.family, op.name) for op in list_ops()]
     assert {"family", "name", "description", "source"} <= set(listed[0])
+
+
+def test_decorator_smoke_tests_the_op_and_names_it(clean_registry):
+    """A user op with a wrong output shape is refused where it is registered, naming it."""
+    with pytest.raises(OpContractError) as err:
+        register_op("seq", "test_halves")(lambda c, s=1: nn.Linear(c, max(1, c // 2)))
+    message = str(err.value)
+    assert "op seq/test_halves" in message and USER_SOURCE in message
+    assert "gave output (5, 5, 2), expected (5, 5, 4)" in message
+    assert "test_halves" not in REGISTRY.names("seq")
+    with pytest.raises(OpContractError, match=r"seq/test_b3 .*only batches up to 3"):
+        register_op("seq", "test_b3")(lambda c, s=1: SmallBatchesOnly())
+    # an override that breaks the contract leaves the original in place
+    original = get_op("seq", "skip_connect")
+    with pytest.raises(OpContractError, match="seq/skip_connect"):
+        register_op("seq", "skip_connect", override=True)(lambda c, s=1: nn.Linear(c, 1))
+    assert get_op("seq", "skip_connect") is original
+
+
+def test_unknown_op_of_another_family_says_where_it_is():
+    with pytest.raises(UnknownOpError) as err:
+        get_op("seq", "sep_conv_3x3")
+    assert "'sep_conv_3x3' is a cnn op: use it in a cnn component" in str(err.value)
+    assert "Did you mean" not in str(err.value)
+
+
+def test_unknown_op_names_a_rejected_op_and_a_failed_plugin():
+    registry = OpRegistry()
+    registry._loaded = True  # no plugin autoloading into this one
+    bad = Operation("seq", "shrinks", lambda c, s=1: nn.Linear(c, 1), source="my-dist")
+    registry.note_rejected(bad, "plugin 'my-dist' registers it, but it was rejected: shapes")
+    with pytest.raises(UnknownOpError, match=r"seq op 'shrinks' is not available: plugin "
+                                             r"'my-dist' registers it, but it was rejected"):
+        registry.get("seq", "shrinks")
+    registry.note_failed_plugin("plugin 'other-dist'", "ImportError: no module named x")
+    with pytest.raises(UnknownOpError) as err:
+        registry.get("seq", "gru_9")
+    assert ("plugin 'other-dist' failed to load: ImportError: no module named x; "
+            "the op may come from it") in str(err.value)
+
+
+def test_an_op_failing_inside_a_network_is_named(clean_registry):
+    """An op that passes the smoke test but fails on another input: the error keeps its type
+    and gets a note naming the op, in the supernet and in a derived model."""
+    import sys
+
+    from nasspeech.genotype import Genotype
+    from nasspeech.space import SearchSpace
+
+    class FailsOnLongSequences(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[1] > 6:
+                raise RuntimeError("sequence too long")
+            return x
+
+    register_op("seq", "test_short_only")(lambda c, s=1: FailsOnLongSequences())
+    space = SearchSpace(input_shape=(9, 4), num_classes=2, components=[{
+        "name": "seq", "family": "seq", "ops": ["test_short_only", "lstm_1"], "cells": 1,
+        "nodes": 1, "channels": 4}])
+    genotype = Genotype.model_validate({"space": "space", "components": [{
+        "name": "seq", "family": "seq",
+        "cells": {"cell": {"nodes": [[{"source": 1, "op": "test_short_only"}]],
+                           "concat": [2]}}}]})
+    for model in (space.build_supernet(), space.derive(genotype)):
+        with pytest.raises(RuntimeError, match="sequence too long") as err:
+            model(torch.randn(2, 9, 4))
+        if sys.version_info >= (3, 11):
+            assert "in candidate op seq/test_short_only (source user:" in err.value.__notes__[0]
+            assert "shape (2, 9, 4)" in err.value.__notes__[0]

@@ -7,7 +7,9 @@ from nasspeech.genotype.model import (
     Edge,
     Genotype,
     GenotypeError,
+    GenotypeWarning,
+    node_name,
 )
 
 __all__ = ["SCHEMA_VERSION", "CellGenotype", "ComponentGenotype", "Edge", "Genotype",
-           "GenotypeError"]
+           "GenotypeError", "GenotypeWarning", "node_name"]

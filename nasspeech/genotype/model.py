@@ -1,6 +1,11 @@
 """Genotypes: the discrete architecture found by a search, as a versioned pydantic model.
 
 Saved as JSON (never ``eval`` or pickle) and validated against the op registry on load.
+
+**Node numbering** (the same in the JSON, in error messages and in plots): in every cell,
+nodes 0 and 1 are the cell's inputs (the outputs of the two previous cells, drawn as
+``c_{k-2}`` and ``c_{k-1}``), and the intermediate nodes are 2, 3, ... in order; ``source``
+and ``concat`` use these numbers, and ``nodes[j]`` holds the inputs of node ``j + 2``.
 """
 
 from __future__ import annotations
@@ -9,7 +14,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from nasspeech.registry import REGISTRY, UnknownOpError
+from nasspeech.io import atomic_write
+from nasspeech.registry import REGISTRY, NasspeechWarning, UnknownOpError
+from nasspeech.space.limits import MAX_NODES, short
+from nasspeech.space.loading import ConfigFileError, format_errors, parse_mapping, read_text
 
 SCHEMA_VERSION = 1
 
@@ -18,11 +26,21 @@ class GenotypeError(ValueError):
     """A genotype that cannot be read or does not fit the registry or a search space."""
 
 
+class GenotypeWarning(NasspeechWarning):
+    """A genotype that is usable but unusual (e.g. an op its space does not search)."""
+
+
+def node_name(index: int) -> str:
+    """``node 3``, or for the cell inputs ``node 0 (c_{k-2})`` / ``node 1 (c_{k-1})``."""
+    inputs = {0: " (c_{k-2})", 1: " (c_{k-1})"}
+    return f"node {index}{inputs.get(index, '')}"
+
+
 class Edge(BaseModel):
     """One kept edge: ``op`` applied to node ``source`` (0, 1 = cell inputs, 2.. = nodes)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    source: int = Field(ge=0)
+    source: int = Field(ge=0, strict=True)
     op: str
 
 
@@ -30,7 +48,7 @@ class CellGenotype(BaseModel):
     """The kept edges of each intermediate node and which nodes the output concatenates."""
 
     model_config = ConfigDict(extra="forbid")
-    nodes: list[list[Edge]]
+    nodes: list[list[Edge]] = Field(min_length=1, max_length=MAX_NODES)
     concat: list[int]
 
     @model_validator(mode="after")
@@ -43,18 +61,32 @@ class CellGenotype(BaseModel):
                     raise ValueError(
                         f"node {j + 2} takes input from node {e.source}, which is not earlier"
                     )
+            twice = sorted({(e.source, e.op) for e in edges if edges.count(e) > 1})
+            if twice:
+                source, op = twice[0]
+                raise ValueError(f"node {j + 2} has the edge {op!r} from {node_name(source)} "
+                                 "twice")
         n_states = len(self.nodes) + 2
         bad = [i for i in self.concat if not 2 <= i < n_states]
         if bad or not self.concat:
-            raise ValueError(f"concat {self.concat} must name intermediate nodes 2..{n_states - 1}")
+            raise ValueError(f"concat {short(self.concat)} must name intermediate nodes "
+                             f"2..{n_states - 1}")
+        twice = sorted({i for i in self.concat if self.concat.count(i) > 1})
+        if twice:
+            raise ValueError(f"concat lists node {twice[0]} twice: {short(self.concat)}")
         return self
+
+    def unused_nodes(self) -> list[int]:
+        """Intermediate nodes that no later node reads and the output does not concatenate."""
+        read = {e.source for edges in self.nodes for e in edges} | set(self.concat)
+        return [i for i in range(2, len(self.nodes) + 2) if i not in read]
 
 
 class ComponentGenotype(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     family: str
-    cells: dict[str, CellGenotype]
+    cells: dict[str, CellGenotype] = Field(min_length=1)
 
     def ops(self) -> list[str]:
         return [e.op for cell in self.cells.values() for node in cell.nodes for e in node]
@@ -64,9 +96,9 @@ class Genotype(BaseModel):
     """The architecture of every component of a composed search space."""
 
     model_config = ConfigDict(extra="forbid")
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = Field(default=SCHEMA_VERSION, strict=True)
     space: str | None = None
-    components: list[ComponentGenotype]
+    components: list[ComponentGenotype] = Field(min_length=1, max_length=16)
 
     @model_validator(mode="after")
     def _check_version(self) -> Genotype:
@@ -75,6 +107,9 @@ class Genotype(BaseModel):
                 f"genotype schema version {self.schema_version} is not supported "
                 f"(this nasspeech reads version {SCHEMA_VERSION})"
             )
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"component names must be unique, got {short(names)}")
         return self
 
     def component(self, name: str) -> ComponentGenotype:
@@ -84,18 +119,23 @@ class Genotype(BaseModel):
         raise KeyError(f"genotype has no component {name!r}")
 
     def validate_ops(self) -> Genotype:
-        """Check every op against the registry; raises :class:`GenotypeError` naming it."""
+        """Check every op against the registry; raises :class:`GenotypeError` naming it.
+
+        A ``none`` edge (no connection) is refused too: it would add zeros; leave it out.
+        """
         for comp in self.components:
             for kind, cell in comp.cells.items():
                 for j, node in enumerate(cell.nodes):
+                    where = f"genotype component {comp.name!r}, {kind} cell, node {j + 2}"
                     for e in node:
                         try:
-                            REGISTRY.get(comp.family, e.op)
+                            op = REGISTRY.get(comp.family, e.op)
                         except UnknownOpError as exc:
+                            raise GenotypeError(f"{where}: {exc}") from None
+                        if op.is_zero:
                             raise GenotypeError(
-                                f"genotype component {comp.name!r}, {kind} cell, node {j + 2}: "
-                                f"{exc}"
-                            ) from None
+                                f"{where}: the edge from {node_name(e.source)} is {e.op!r} (no "
+                                "connection); remove the edge instead")
         return self
 
     # -- persistence -------------------------------------------------------------------
@@ -103,27 +143,26 @@ class Genotype(BaseModel):
         return self.model_dump_json(indent=2)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        """Write the JSON atomically (a crash never leaves half a genotype)."""
+        return atomic_write(path, self.to_json())
 
     @classmethod
     def from_json(cls, text: str, origin: str = "genotype") -> Genotype:
         try:
-            genotype = cls.model_validate_json(text)
+            genotype = cls.model_validate(parse_mapping(text, origin, "JSON"))
+        except ConfigFileError as exc:
+            raise GenotypeError(str(exc)) from None
         except ValidationError as exc:
-            raise GenotypeError(f"{origin}: not a valid genotype:\n{exc}") from None
+            raise GenotypeError(f"{origin}: not a valid genotype:\n{format_errors(exc)}") from None
         return genotype.validate_ops()
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
-        path = Path(path)
-        if not path.is_file():
-            raise GenotypeError(f"genotype file not found: {path}")
-        return cls.from_json(path.read_text(), origin=str(path))
+        try:
+            text = read_text(path, "genotype file")
+        except (FileNotFoundError, ConfigFileError) as exc:
+            raise GenotypeError(str(exc)) from None
+        return cls.from_json(text, origin=str(path))
 
     # -- views -------------------------------------------------------------------------
     def to_networkx(self, component: str, kind: str):

@@ -24,6 +24,12 @@ def _positions(g: nx.DiGraph) -> dict[str, tuple[float, float]]:
     return pos
 
 
+def plot_labels(g: nx.DiGraph) -> dict[str, str]:
+    """Node labels as drawn: the genotype's node numbers, inputs with their names too."""
+    return {n: f"{n}\n({d['index']})" if d["kind"] == "input" else n
+            for n, d in g.nodes(data=True)}
+
+
 def plot_genotype(genotype: Genotype, path: str | Path | None = None, title: str | None = None):
     """One panel per cell kind per component (like Fig. 6 of the emoDARTS paper)."""
     panels = [(c, kind) for c in genotype.components for kind in c.cells]
@@ -34,7 +40,7 @@ def plot_genotype(genotype: Genotype, path: str | Path | None = None, title: str
         colours = [_COLOURS[d["kind"]] for _, d in g.nodes(data=True)]
         nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colours, node_size=900,
                                edgecolors="#333333")
-        nx.draw_networkx_labels(g, pos, ax=ax, font_size=8)
+        nx.draw_networkx_labels(g, pos, labels=plot_labels(g), ax=ax, font_size=8)
         nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=12,
                                connectionstyle="arc3,rad=0.12", node_size=900)
         labels = {(u, v): d["op"] for u, v, d in g.edges(data=True) if d["op"] != "concat"}

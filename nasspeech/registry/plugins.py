@@ -6,20 +6,27 @@ A plugin distribution declares, in its ``pyproject.toml``::
     my_ops = "my_package.ops"          # a module whose import registers ops
 
 The target may also be a callable, which is called with no arguments. Every op a plugin
-registers is smoke-tested (built and run on a tiny input); an op that fails is dropped
-with a :class:`PluginWarning`, and a plugin that fails to import is skipped with one,
-so one broken plugin never breaks the others.
+registers is smoke-tested (built and run on tiny inputs); an op that fails is dropped
+with a :class:`PluginWarning`, so is an op whose name is taken already (the plugin's other
+ops stay), and a plugin that fails to import (even by calling ``sys.exit()``) is skipped
+with one, so one broken plugin never breaks the others.
 """
 
 from __future__ import annotations
 
 import os
 import types
-import warnings
 from importlib import metadata
 
+from nasspeech.registry.notices import NasspeechWarning, warn_once
 from nasspeech.registry.operation import Operation
-from nasspeech.registry.registry import OpRegistry, registering_as
+from nasspeech.registry.registry import (
+    DuplicateOpError,
+    OpRegistry,
+    PluginSession,
+    loading_plugin,
+    registering_as,
+)
 from nasspeech.registry.validation import check_op
 
 ENTRY_POINT_GROUP = "nasspeech.ops"
@@ -28,7 +35,7 @@ DISABLE_ENV = "NASSPEECH_NO_PLUGINS"
 _autoload_override: bool | None = None
 
 
-class PluginWarning(UserWarning):
+class PluginWarning(NasspeechWarning):
     """A plugin could not be loaded, or one of its ops was rejected."""
 
 
@@ -58,42 +65,66 @@ _first_load: dict[tuple[str, str], list[Operation]] = {}
 
 
 def load_plugins(registry: OpRegistry) -> list[str]:
-    """Load every ``nasspeech.ops`` entry point into ``registry``; returns the loaded sources."""
+    """Load every ``nasspeech.ops`` entry point into ``registry``; returns the loaded sources.
+
+    Whatever a plugin does wrong is reported as one :class:`PluginWarning` per problem (once
+    per process) and remembered by the registry, whose unknown-op errors then name it.
+    """
     loaded: list[str] = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = _distribution_name(ep)
         where = f"plugin {dist!r} (entry point {ep.name} = {ep.value})"
         before = dict(registry._ops)
+        session = PluginSession()
         try:
-            with registering_as(dist, registry):
+            with registering_as(dist, registry), loading_plugin(session):
                 if (dist, ep.value) in _first_load:
                     for op in _first_load[(dist, ep.value)]:
-                        registry.add(op)
+                        try:
+                            registry.add(op)
+                        except DuplicateOpError:
+                            session.duplicates.append((op, registry._ops[(op.family, op.name)]))
                 else:
                     target = ep.load()
                     if callable(target) and not isinstance(target, types.ModuleType):
                         target()
-        except Exception as exc:  # noqa: BLE001  (a broken plugin must never break the others)
-            warnings.warn(
-                f"{where} failed to load and was skipped: {type(exc).__name__}: {exc}",
-                PluginWarning,
-                stacklevel=2,
-            )
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001  (not even sys.exit() may break the others)
+            reason = _describe_failure(exc)
+            registry.note_failed_plugin(f"plugin {dist!r}", reason)
+            warn_once(f"{where} failed to load and was skipped: {reason}", PluginWarning)
             _restore(registry, before)
             continue
         new_ops = [op for key, op in registry._ops.items() if before.get(key) is not op]
-        _first_load.setdefault((dist, ep.value), new_ops)
+        _first_load.setdefault((dist, ep.value), new_ops + [op for op, _ in session.duplicates])
+        for op, existing in session.duplicates:
+            why = (f"{where} registers it again; it stays {existing.source}'s "
+                   "(the plugin's other ops are kept; override=True replaces an op on purpose)")
+            registry.note_rejected(op, why)
+            warn_once(f"{where}: op {op.key} was not registered: {existing.source} "
+                      "already registers it (the plugin's other ops are kept)", PluginWarning)
         for op in new_ops:
             problem = check_op(op)
             if problem:
                 registry.remove(op.family, op.name)
                 if (op.family, op.name) in before:  # it had overridden an op: put that back
                     registry.add(before[(op.family, op.name)])
-                warnings.warn(
-                    f"{where}: op {op.key} was rejected: {problem}", PluginWarning, stacklevel=2
-                )
+                else:
+                    registry.note_rejected(op, f"{where} registers it, but it was rejected: "
+                                               f"{problem}")
+                warn_once(f"{where}: op {op.key} was rejected: {problem}", PluginWarning)
         loaded.append(dist)
     return loaded
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line: the exception type and the first line of its message."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while loading"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else "(no message)"
+    return f"{type(exc).__name__}: {first}"
 
 
 def _restore(registry: OpRegistry, before: dict[tuple[str, str], Operation]) -> None:

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from nasspeech.registry.operation import FAMILY_LAYOUTS, Operation, OpFactory
+from nasspeech.registry.validation import OpContractError, check_op
 
 BUILTIN_SOURCE = "built-in"
 
@@ -31,6 +32,29 @@ class UnknownOpError(KeyError):
 
 class DuplicateOpError(ValueError):
     """The same family/name registered twice without ``override=True``."""
+
+
+class PluginSession:
+    """What a plugin registered while it loaded: its duplicate names are collected here
+    (not raised, so its other ops stay), and its ops are smoke-tested by the loader."""
+
+    def __init__(self) -> None:
+        self.duplicates: list[tuple[Operation, Operation]] = []  # (refused op, existing op)
+
+
+_plugin_session: contextvars.ContextVar[PluginSession | None] = contextvars.ContextVar(
+    "nasspeech_plugin_session", default=None
+)
+
+
+@contextlib.contextmanager
+def loading_plugin(session: PluginSession) -> Iterator[PluginSession]:
+    """Registrations inside this block belong to a plugin being loaded (see :class:`PluginSession`)."""
+    token = _plugin_session.set(session)
+    try:
+        yield session
+    finally:
+        _plugin_session.reset(token)
 
 
 @contextlib.contextmanager
@@ -64,6 +88,9 @@ class OpRegistry:
         self._lock = threading.RLock()
         self._loaded = False
         self._loading = False
+        # why ops or plugins are missing: op key -> reason, plugin -> reason
+        self._rejected: dict[tuple[str, str], str] = {}
+        self._failed_plugins: dict[str, str] = {}
 
     # -- registration ------------------------------------------------------------------
     def add(self, op: Operation, *, override: bool = False) -> Operation:
@@ -81,7 +108,19 @@ class OpRegistry:
                     "(pass override=True to replace it on purpose)"
                 )
             self._ops[(op.family, op.name)] = op
+            self._rejected.pop((op.family, op.name), None)
         return op
+
+    def note_rejected(self, op: Operation, reason: str) -> None:
+        """Remember why ``op`` is not registered, for the unknown-op error."""
+        with self._lock:
+            if (op.family, op.name) not in self._ops:
+                self._rejected[(op.family, op.name)] = reason
+
+    def note_failed_plugin(self, plugin: str, reason: str) -> None:
+        """Remember that ``plugin`` failed to load, for the unknown-op error."""
+        with self._lock:
+            self._failed_plugins[plugin] = reason
 
     def remove(self, family: str, name: str) -> None:
         with self._lock:
@@ -112,6 +151,23 @@ class OpRegistry:
                 source=_current_source.get() or _default_source(factory),
                 tags=tuple(tags),
             )
+            session = _plugin_session.get()
+            if session is not None:  # a plugin: the loader checks its ops and reports
+                try:
+                    self.add(op, override=override)
+                except DuplicateOpError:
+                    session.duplicates.append((op, self._ops[(family, name)]))
+                return factory
+            existing = self._ops.get((family, name))
+            if existing is not None and not override:
+                self.add(op)  # raises DuplicateOpError naming both sources
+            if op.source != BUILTIN_SOURCE:
+                problem = check_op(op)
+                if problem:
+                    raise OpContractError(
+                        f"op {op.key} (source {op.source}) was not registered: {problem} "
+                        f"(contract: {FAMILY_LAYOUTS[family]})"
+                    )
             self.add(op, override=override)
             return factory
 
@@ -141,14 +197,31 @@ class OpRegistry:
         op = self._ops.get((family, name))
         if op is not None:
             return op
+        raise UnknownOpError(self._unknown_message(family, name))
+
+    def _unknown_message(self, family: str, name: str) -> str:
+        """Why ``family/name`` is not there: rejected, another family's op, a failed plugin,
+        or a typo (with the closest name), then the family's known ops."""
         if family not in self.families():
             known = ", ".join(sorted(self.families())) or "none"
-            raise UnknownOpError(f"unknown op family {family!r} (known families: {known})")
+            return f"unknown op family {family!r} (known families: {known})"
+        if (family, name) in self._rejected:
+            return f"{family} op {name!r} is not available: {self._rejected[(family, name)]}"
         known_names = sorted(n for f, n in self._ops if f == family)
-        close = difflib.get_close_matches(name, known_names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownOpError(
-            f"unknown {family} op {name!r}.{hint} Known {family} ops: {', '.join(known_names)}"
+        others = sorted(f for f, n in self._ops if n == name and f != family)
+        if others:
+            hint = (f" {name!r} is a {' and '.join(others)} op: use it in a "
+                    f"{others[0]} component.")
+        else:
+            close = difflib.get_close_matches(name, known_names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+        failed = "".join(
+            f" ({plugin} failed to load: {why}; the op may come from it.)"
+            for plugin, why in sorted(self._failed_plugins.items())
+        )
+        return (
+            f"unknown {family} op {name!r}.{hint}{failed} "
+            f"Known {family} ops: {', '.join(known_names)}"
         )
 
     def list(self, family: str | None = None) -> list[Operation]:

@@ -1,10 +1,17 @@
-"""Shape-contract checks for candidate ops (used on plugin ops and in tests)."""
+"""Shape-contract checks for candidate ops, and errors of ops that fail inside a network."""
 
 from __future__ import annotations
 
 import torch
 
 from nasspeech.registry.operation import Operation
+
+#: Batch sizes the smoke test runs: an op must work for one sample and for several.
+PROBE_BATCHES = (5, 1)
+
+
+class OpContractError(ValueError):
+    """A registered op that breaks its family's shape contract (it is not registered)."""
 
 
 def expected_shape(family: str, shape: tuple[int, ...], stride: int = 1) -> tuple[int, ...]:
@@ -15,18 +22,22 @@ def expected_shape(family: str, shape: tuple[int, ...], stride: int = 1) -> tupl
     return tuple(shape)
 
 
-def check_op(op: Operation, channels: int = 4, batch: int = 2) -> str | None:
-    """Build and run ``op`` on tiny inputs; return a description of what is wrong, or None.
-
-    Besides ``batch`` x ``channels`` it tries batch 1 at an odd width (and odd spatial sizes
-    for cnn), since every op must work for any batch size and width.
-    """
+def probe_cases(family: str, channels: int = 4) -> list[tuple[tuple[int, ...], int]]:
+    """(input shape, stride) pairs of the smoke test: batch 5 at ``channels``, then batch 1
+    at an odd width (and odd spatial sizes for cnn), at every stride the family takes."""
+    big, small = PROBE_BATCHES
     odd = channels + 1 if channels % 2 == 0 else channels
-    cases = [((batch, channels, 8, 8), 1), ((batch, channels, 8, 8), 2), ((1, odd, 7, 5), 2)]
-    if op.family == "seq":
-        cases = [((batch, 5, channels), 1), ((1, 3, odd), 1)]
+    if family == "cnn":
+        return [((big, channels, 8, 8), 1), ((big, channels, 8, 8), 2),
+                ((small, odd, 7, 5), 1), ((small, odd, 7, 5), 2)]
+    return [((big, 5, channels), 1), ((small, 3, odd), 1)]
+
+
+def check_op(op: Operation, channels: int = 4) -> str | None:
+    """Build and run ``op`` on tiny inputs (:func:`probe_cases`, eval mode); return a
+    description of what is wrong, or None."""
     try:
-        for shape, stride in cases:
+        for shape, stride in probe_cases(op.family, channels):
             module = op.build(shape[-1] if op.family == "seq" else shape[1], stride)
             module.eval()
             with torch.no_grad():
@@ -40,5 +51,23 @@ def check_op(op: Operation, channels: int = 4, batch: int = 2) -> str | None:
                     f"expected {want}"
                 )
     except Exception as exc:  # noqa: BLE001  (any failure rejects the op)
-        return f"raised {type(exc).__name__}: {exc}"
+        return f"raised {type(exc).__name__}: {_first_line(exc)}"
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def name_failed_op(exc: BaseException, op_key: str, source: str, x: object) -> None:
+    """Add a note naming the op to ``exc``, raised by candidate op ``op_key`` inside a network.
+
+    The exception keeps its type (callers may catch it, e.g. out-of-memory), only the note
+    is added: Python prints it under the error (3.11+).
+    """
+    if getattr(exc, "_nasspeech_op", None) or not hasattr(exc, "add_note"):
+        return
+    shape = tuple(x.shape) if isinstance(x, torch.Tensor) else "?"
+    exc.add_note(f"in candidate op {op_key} (source {source}) on an input of shape {shape}")
+    exc._nasspeech_op = op_key  # type: ignore[attr-defined]  (the innermost op is named)

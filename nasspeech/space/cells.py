@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nasspeech.registry import Operation, get_op
+from nasspeech.registry.validation import name_failed_op
 from nasspeech.space.families import FamilyLayout
 from nasspeech.space.mixed_op import MixedOp
 
@@ -117,11 +118,14 @@ class DerivedCell(_CellIO):
         self.concat = list(concat)
         ops = []
         self.is_identity: list[bool] = []  # drop-path leaves identity edges alone (DARTS)
+        self.op_labels: list[tuple[str, str]] = []  # (family/name, source): errors name the op
         for edges in node_edges:
             for source, name in edges:
                 stride = self.stride_for(source)
-                ops.append(get_op(layout.family, name).build(width, stride))
+                op = get_op(layout.family, name)
+                ops.append(op.build(width, stride))
                 self.is_identity.append(name == "skip_connect" and stride == 1)
+                self.op_labels.append((op.key, op.source))
         self.ops = nn.ModuleList(ops)
         self.drop_prob = 0.0
 
@@ -131,7 +135,11 @@ class DerivedCell(_CellIO):
         for sources in self.node_edges:
             total: torch.Tensor | float = 0.0
             for source in sources:
-                h = self.ops[k](states[source])
+                try:
+                    h = self.ops[k](states[source])
+                except Exception as exc:
+                    name_failed_op(exc, *self.op_labels[k], states[source])
+                    raise
                 if self.training and self.drop_prob > 0 and not self.is_identity[k]:
                     h = drop_path(h, self.drop_prob)
                 total = total + h

@@ -8,8 +8,6 @@ was searched in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,53 +16,9 @@ from nasspeech.registry import get_op
 from nasspeech.space.cells import DerivedCell, SearchCell, edge_count
 from nasspeech.space.config import ComponentConfig
 from nasspeech.space.families import FamilyLayout, layout_for
+from nasspeech.space.plan import CellSlot, cell_plan, output_shape
 
-
-@dataclass(frozen=True)
-class CellSlot:
-    """Where one cell sits in a component and the channel widths around it."""
-
-    index: int
-    kind: str  # "normal" | "reduce" | "cell"
-    c_prev_prev: int
-    c_prev: int
-    width: int
-    reduction_prev: bool
-
-
-def cell_plan(
-    cfg: ComponentConfig, n_concat: int, cells: int | None = None, channels: int | None = None
-) -> tuple[int, list[CellSlot], int]:
-    """Stem width, the cell slots, and the component's output channels."""
-    cells = cfg.cells if cells is None else cells
-    channels = cfg.channels if channels is None else channels
-    if cfg.family == "cnn":
-        reductions = (
-            cfg.reduction_cells() if cells == cfg.cells else sorted({cells // 3, 2 * cells // 3})
-        )
-        stem = cfg.stem_multiplier * channels
-        c_pp, c_p, width = stem, stem, channels
-        slots, reduced_prev = [], False
-        for i in range(cells):
-            reduce = i in reductions
-            if reduce:
-                width *= 2
-            slots.append(CellSlot(i, "reduce" if reduce else "normal", c_pp, c_p, width, reduced_prev))
-            c_pp, c_p, reduced_prev = c_p, n_concat * width, reduce
-        return stem, slots, c_p
-    slots = [CellSlot(i, "cell", channels, channels, channels, False) for i in range(cells)]
-    return channels, slots, channels
-
-
-def output_shape(cfg: ComponentConfig, in_shape: tuple[int, ...], slots: list[CellSlot],
-                 out_channels: int) -> tuple[int, ...]:
-    if cfg.family == "cnn":
-        _, h, w = in_shape
-        for slot in slots:
-            if slot.kind == "reduce":
-                h, w = -(-h // 2), -(-w // 2)
-        return (out_channels, h, w)
-    return (in_shape[0], out_channels)
+__all__ = ["CellSlot", "DerivedComponent", "SearchComponent", "cell_plan", "output_shape"]
 
 
 def _check_input(cfg: ComponentConfig, layout: FamilyLayout, in_shape: tuple[int, ...]) -> None:

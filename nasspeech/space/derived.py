@@ -2,32 +2,107 @@
 
 from __future__ import annotations
 
-from nasspeech.genotype import Genotype, GenotypeError
+import torch
+
+from nasspeech.genotype import Genotype, GenotypeError, GenotypeWarning
+from nasspeech.registry import warn_once
+from nasspeech.space.auxiliary import MIN_SIZE as AUX_MIN_SIZE
+from nasspeech.space.auxiliary import AuxiliaryHead
 from nasspeech.space.component import DerivedComponent
 from nasspeech.space.config import ComponentConfig, SearchSpace
+from nasspeech.space.limits import MAX_CELLS, MAX_CHANNELS, MIN_CNN_CHANNELS, short
 from nasspeech.space.network import ComponentChain
+from nasspeech.space.size import check_size, derived_size
 
 
 def check_fits(space: SearchSpace, genotype: Genotype) -> None:
-    """Raise :class:`GenotypeError` if ``genotype`` was not searched in a space like ``space``."""
+    """Raise :class:`GenotypeError` if ``genotype`` cannot come from a search in ``space``.
+
+    Refused: other components, cell kinds or node counts, and a node with more inputs than
+    the component's ``top_k``. Warned about (:class:`GenotypeWarning`, once per process): an
+    op that is not among the component's ``ops``, a node nothing reads, another space name.
+    """
     want = [(c.name, c.family) for c in space.components]
     have = [(c.name, c.family) for c in genotype.components]
     if want != have:
         raise GenotypeError(
-            f"genotype (space {genotype.space!r}) has components {have}, but space "
-            f"{space.name!r} has {want}: it was searched in another space"
+            f"genotype (space {genotype.space!r}) has components {short(have)}, but space "
+            f"{space.name!r} has {short(want)}: it was searched in another space"
         )
     for cfg in space.components:
-        kinds = set(genotype.component(cfg.name).cells)
+        comp = genotype.component(cfg.name)
+        kinds = set(comp.cells)
         if kinds != set(cfg.cell_kinds()):
             raise GenotypeError(
-                f"genotype component {cfg.name!r} has cells {sorted(kinds)}, the space needs "
-                f"{cfg.cell_kinds()}"
+                f"genotype component {cfg.name!r} has cells {short(sorted(kinds))}, the space "
+                f"needs {cfg.cell_kinds()}"
             )
+        for kind, cell in comp.cells.items():
+            where = f"genotype component {cfg.name!r}, {kind} cell"
+            if len(cell.nodes) != cfg.nodes:
+                raise GenotypeError(
+                    f"{where} has {len(cell.nodes)} nodes, but the space's component has "
+                    f"nodes: {cfg.nodes} (was it searched in another space?)")
+            for j, node in enumerate(cell.nodes):
+                if len(node) > cfg.top_k:
+                    raise GenotypeError(
+                        f"{where}, node {j + 2} has {len(node)} inputs, more than the "
+                        f"component's top_k: {cfg.top_k}")
+        concat = {kind: len(cell.concat) for kind, cell in comp.cells.items()}
+        if len(set(concat.values())) > 1:
+            raise GenotypeError(f"genotype component {cfg.name!r}: its cells must concatenate "
+                                f"the same number of nodes, got {concat}")
+    for cfg in space.components:  # usable, but unusual: say so
+        for kind, cell in genotype.component(cfg.name).cells.items():
+            where = f"genotype component {cfg.name!r}, {kind} cell"
+            for j, node in enumerate(cell.nodes):
+                for e in node:
+                    if e.op not in cfg.ops:
+                        warn_once(f"{where}, node {j + 2} uses {e.op!r}, which is not among the "
+                                  f"component's ops; training it anyway", GenotypeWarning)
+            for i in cell.unused_nodes():
+                warn_once(f"{where}: node {i} is computed but unused (no later node reads it "
+                          "and concat leaves it out)", GenotypeWarning)
+    if genotype.space is not None and genotype.space != space.name:
+        warn_once(f"the genotype was searched in space {genotype.space!r}, not in "
+                  f"{space.name!r} (their components match; training it anyway)",
+                  GenotypeWarning)
+
+
+def check_overrides(space: SearchSpace,
+                    overrides: dict[str, dict[str, int]] | None) -> dict[str, dict[str, int]]:
+    """``overrides`` if every value is a sensible ``channels``/``cells`` of a known component.
+
+    Unknown components or fields raise ``KeyError``, bad values ``ValueError``; both name
+    ``overrides.COMPONENT.FIELD``.
+    """
+    overrides = {name: dict(o) for name, o in (overrides or {}).items()}
+    unknown = set(overrides) - {c.name for c in space.components}
+    if unknown:
+        raise KeyError(f"overrides name unknown components {sorted(unknown)}")
+    bad = {k for o in overrides.values() for k in o} - {"channels", "cells"}
+    if bad:
+        raise KeyError(f"overrides may change 'channels' and 'cells' only, got {sorted(bad)}")
+    for name, o in overrides.items():
+        cfg = space.component(name)
+        lowest = {"channels": MIN_CNN_CHANNELS if cfg.family == "cnn" else 1, "cells": 1}
+        highest = {"channels": MAX_CHANNELS, "cells": MAX_CELLS}
+        for key, value in o.items():
+            if type(value) is not int:  # bool is an int subclass: refuse it
+                raise ValueError(f"overrides.{name}.{key} must be an integer, got {short(value)}")
+            if not lowest[key] <= value <= highest[key]:
+                raise ValueError(f"overrides.{name}.{key} must be in {lowest[key]}.."
+                                 f"{highest[key]} for a {cfg.family} component, got {value}")
+    return overrides
 
 
 class DerivedModel(ComponentChain):
-    """The network of a genotype; ``overrides`` change a component's ``channels``/``cells``."""
+    """The network of a genotype; ``overrides`` change a component's ``channels``/``cells``.
+
+    ``auxiliary=True`` adds DARTS's auxiliary head (:class:`AuxiliaryHead`) after cell
+    ``2 * cells // 3`` of the first cnn component: in training mode every forward pass leaves
+    its logits in ``model.aux_logits`` (``None`` in eval mode), for a weighted extra loss.
+    """
 
     def __init__(
         self,
@@ -35,16 +110,14 @@ class DerivedModel(ComponentChain):
         genotype: Genotype,
         overrides: dict[str, dict[str, int]] | None = None,
         drop_path: float = 0.0,
+        auxiliary: bool = False,
     ) -> None:
         genotype.validate_ops()
         check_fits(space, genotype)
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {c.name for c in space.components}
-        if unknown:
-            raise KeyError(f"overrides name unknown components {sorted(unknown)}")
-        bad = {k for o in overrides.values() for k in o} - {"channels", "cells"}
-        if bad:
-            raise KeyError(f"overrides may change 'channels' and 'cells' only, got {sorted(bad)}")
+        overrides = check_overrides(space, overrides)
+        size = derived_size(space.components, space.input_shape, space.classifier.hidden,
+                            space.num_classes, genotype, overrides)
+        check_size(size, space.components, "the derived model", overrides)
 
         def build(cfg: ComponentConfig, in_shape: tuple[int, ...]) -> DerivedComponent:
             o = overrides.get(cfg.name, {})
@@ -56,6 +129,30 @@ class DerivedModel(ComponentChain):
         super().__init__(space, build)
         self.genotype = genotype
         self.set_drop_path(drop_path)
+        self.auxiliary: AuxiliaryHead | None = None
+        self.aux_logits: torch.Tensor | None = None
+        if auxiliary:
+            self._attach_auxiliary()
+
+    def _attach_auxiliary(self) -> None:
+        comp = next((c for c in self.components.values() if c.cfg.family == "cnn"), None)
+        if comp is None:
+            raise ValueError("the auxiliary head needs a cnn component; this space has none")
+        index = 2 * len(comp.cells) // 3
+        h, w = comp.in_shape[1:]
+        for cell in list(comp.cells)[: index + 1]:
+            if cell.reduction:
+                h, w = -(-h // 2), -(-w // 2)
+        if min(h, w) < AUX_MIN_SIZE:
+            raise ValueError(
+                f"the auxiliary head after cell {index} of component {comp.cfg.name!r} needs "
+                f"feature maps of at least {AUX_MIN_SIZE}x{AUX_MIN_SIZE}, they are {h}x{w}")
+        cell = comp.cells[index]
+        self.auxiliary = AuxiliaryHead(cell.out_channels, self.space.num_classes)
+        cell.register_forward_hook(self._auxiliary_hook)
+
+    def _auxiliary_hook(self, module: torch.nn.Module, args: object, out: torch.Tensor) -> None:
+        self.aux_logits = self.auxiliary(out) if self.training else None
 
     def set_drop_path(self, prob: float) -> None:
         """Drop-path probability for every derived cell (0 disables it)."""

@@ -8,6 +8,7 @@ from torch import nn
 from nasspeech.ops.batchnorm import SearchBatchNorm2d, use_search_batchnorm
 from nasspeech.ops.relu import relu_then
 from nasspeech.registry import Operation
+from nasspeech.registry.validation import name_failed_op
 from nasspeech.space.families import FamilyLayout
 
 
@@ -66,6 +67,7 @@ class MixedOp(nn.Module):
         self.partial = partial_channels
         width = channels // partial_channels
         self.op_index: list[int] = []
+        self.op_labels: list[tuple[str, str]] = []  # (family/name, source): errors name the op
         modules = []
         for i, op in enumerate(ops):
             if op.is_zero:
@@ -77,6 +79,7 @@ class MixedOp(nn.Module):
                 module = use_search_batchnorm(module)
             modules.append(module)
             self.op_index.append(i)
+            self.op_labels.append((op.key, op.source))
         self.ops = nn.ModuleList(modules)
         # bodies after the shared ReLU; plain list: they share parameters with self.ops
         self._after_relu: list[nn.Module | None] = [split_leading_relu(m) for m in modules]
@@ -105,8 +108,12 @@ class MixedOp(nn.Module):
                       weights: torch.Tensor) -> torch.Tensor:
         """sum_i weights[i] * op_i(x); ops that begin with a ReLU get ``relu_x``."""
         out: torch.Tensor | None = None
-        for i, op, body in zip(self.op_index, self.ops, self._after_relu):
-            y = body(relu_x) if body is not None else op(x)
-            out = weights[i] * y if out is None else torch.addcmul(out, weights[i], y)
+        for k, (i, op, body) in enumerate(zip(self.op_index, self.ops, self._after_relu)):
+            try:
+                y = body(relu_x) if body is not None else op(x)
+                out = weights[i] * y if out is None else torch.addcmul(out, weights[i], y)
+            except Exception as exc:
+                name_failed_op(exc, *self.op_labels[k], x)
+                raise
         assert out is not None, "a mixed op has at least one op other than 'none'"
         return out

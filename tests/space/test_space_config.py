@@ -7,6 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from nasspeech.space import SearchSpace, register_handover
+from nasspeech.space.config import load_mapping
 from nasspeech.space.handover import _HANDOVERS, list_handovers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,3 +112,56 @@ def test_partial_channels_must_divide_width():
     with pytest.raises(ValidationError, match="partial_channels"):
         SearchSpace(input_shape=(1, 8, 8), num_classes=2,
                     components=[cnn_component(channels=6, partial_channels=4)])
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("path", ["examples/demo.yaml", "examples/darts_cifar10.yaml"])
+def test_size_estimate_counts_what_is_built(path):
+    """The size guard's estimate (meta-device op counts times their multiplicity) is exact:
+    it matches the supernet as built, and the derived model with overrides."""
+    from nasspeech.space.size import derived_size, supernet_size
+
+    space = SearchSpace.from_file(ROOT / path)
+    net = space.build_supernet()
+    size = supernet_size(space.components, space.input_shape, space.classifier.hidden,
+                         space.num_classes)
+    alphas = sum(a.numel() for a in net.alpha_parameters())
+    assert size.total_parameters == count(net) - alphas
+    assert size.parameters["head"] == count(net.classifier)
+    genotype = net.genotype()
+    overrides = {space.components[0].name: {"channels": 6, "cells": 4}}
+    model = space.derive(genotype, overrides=overrides)
+    derived = derived_size(space.components, space.input_shape, space.classifier.hidden,
+                           space.num_classes, genotype, overrides)
+    assert derived.total_parameters == count(model)
+
+
+def test_strict_fields_still_take_plain_yaml(tmp_path):
+    """Controls for the strict checks (tests/bad_inputs/test_space.py): integers, YAML merge
+    keys overriding merged values, a hand-over's own options and float dropouts still load."""
+    @register_handover("test_scaled_pool")
+    def scaled(in_shape, scale: float = 1.0):
+        """Global average pool times ``scale``."""
+        class Pool(torch.nn.Module):
+            def forward(self, x):
+                return scale * x.mean(dim=(2, 3))
+        return Pool()
+
+    try:
+        (tmp_path / "s.yaml").write_text(
+            "defaults: &d {family: cnn, ops: [sep_conv_3x3, none], cells: 2, nodes: 2}\n"
+            "name: s\ninput_shape: [1, 8, 8]\nnum_classes: 2\n"
+            "classifier: {hidden: [8], dropout: 0}\n"
+            "components:\n  - <<: *d\n    name: cnn\n    nodes: 1\n    channels: 2\n"
+            "    handover: {name: test_scaled_pool, options: {scale: 0.5}}\n")
+        data = load_mapping(tmp_path / "s.yaml")
+        data.pop("defaults")
+        space = SearchSpace.model_validate(data)
+        assert space.components[0].nodes == 1  # the explicit key wins over the merged one
+        assert space.classifier.dropout == 0.0
+        assert space.build_supernet()(torch.randn(2, 1, 8, 8)).shape == (2, 2)
+    finally:
+        _HANDOVERS.pop("test_scaled_pool", None)
