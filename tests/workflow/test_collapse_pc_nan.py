@@ -158,7 +158,7 @@ def test_a_lasting_collapse_warning_is_printed_once(tmp_path, monkeypatch, capsy
         def __init__(self, _config):
             pass
 
-        def check(self, genotype, epoch):
+        def check(self, genotype, epoch, alphas=None):
             return CollapseReport({"cnn": 1.0}, {"cnn": 0},
                                   [f"epoch {epoch + 1}: component 'cnn' is collapsing"])
 
