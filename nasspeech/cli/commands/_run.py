@@ -47,11 +47,11 @@ def load_config(path: str, args: argparse.Namespace | None = None) -> Any:
     return config
 
 
-def check_fold(config: Any, fold: int) -> None:
-    """A fold index that cannot exist fails before the data is loaded."""
+def check_fold(config: Any, fold: int, flag: str) -> None:
+    """A fold index (given by option ``flag``) that cannot exist fails before the data loads."""
     n = config.data.folds
     if config.data.fold_file is None and not 0 <= fold < n:
-        raise CLIError(f"--fold {fold} does not exist: data.folds is {n} (folds 0..{n - 1})")
+        raise CLIError(f"{flag} {fold}: no such fold; data.folds is {n} (folds 0..{n - 1})")
 
 
 @contextlib.contextmanager

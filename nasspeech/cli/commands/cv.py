@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     with workflow_errors():
         config = load_config(args.config, args)
         for k in args.folds or []:
-            check_fold(config, k)
+            check_fold(config, k, "--folds")
         for name in args.baseline:
             check_model_name(name)
         data = load_run_data(config, progress=not args.quiet)

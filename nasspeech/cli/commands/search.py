@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     with workflow_errors():
         config = load_config(args.config, args)
-        check_fold(config, args.fold)
+        check_fold(config, args.fold, "--fold")
         out = args.out or f"runs/{config.name}/fold_{args.fold}/search"
         data = load_run_data(config, progress=not args.quiet)
         res = run_search(config, data, args.fold, out, resume=args.resume,

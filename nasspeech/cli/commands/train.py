@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args)
         model = args.model or config.train.model
         check_model_name(model)
-        check_fold(config, args.fold)
+        check_fold(config, args.fold, "--fold")
         genotype = None
         if model == "searched":
             if not args.genotype:
