@@ -243,10 +243,11 @@ def format_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         if not loc and err["type"] == "value_error":  # a whole-config check names its fields
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            lines += [f"  {part}" for part in msg.split("; ")]
+            lines += [f"  {part}" for part in
+                      str(err["msg"]).removeprefix("Value error, ").split("; ")]
             continue
         got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(
             err.get("input"), dict) else ""
-        lines.append(f"  {loc or '(top level)'}: {err['msg']}{got}")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"  {loc or '(top level)'}: {msg}{got}")
     return "\n".join(lines)

@@ -76,7 +76,7 @@ class RunLock:
         os.close(self._fd)  # closing the descriptor drops the flock
         self._fd = None
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> RunLock:  # noqa: PYI034 - Self needs Python 3.11
         return self.acquire()
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,

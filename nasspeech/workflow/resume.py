@@ -55,7 +55,7 @@ def check_resume(run_dir: Path, ckpt: dict[str, Any], kind: str, fold: int,
                           f"a {kind} run; choose another --out")
     if ckpt.get("fold") != fold:
         raise RunDirError(f"cannot resume {run_dir}: it was started on fold {ckpt.get('fold')},"
-                          f" not fold {fold}")
+                          f" not fold {fold}; resume it on its fold, or choose another --out")
     old = ckpt.get("config") or {}
     changed = differences(old, config)
     refused = [p for p in changed if _under(p, fixed) and not _under(p, FREE)]

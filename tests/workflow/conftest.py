@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_runs import tiny_config, tiny_data  # noqa: E402
+from tiny_runs import tiny_config, tiny_data
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import yaml
 from nasspeech.config import CollapseConfig, RunConfig
 from nasspeech.search import Architect, search_step
 from nasspeech.space import SearchSpace
-from nasspeech.workflow.collapse import AuxSkip, CollapseGuard, parameter_free_share
 from nasspeech.workflow.checkpoint import load_checkpoint
+from nasspeech.workflow.collapse import AuxSkip, CollapseGuard, parameter_free_share
 from nasspeech.workflow.datasets import load_run_data
 from nasspeech.workflow.rundir import WorkflowError
 from nasspeech.workflow.search import run_search

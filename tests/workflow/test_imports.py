@@ -4,11 +4,11 @@ import json
 import uuid
 
 import pytest
+from tiny_runs import tiny_dict, write_config
 
 from nasspeech.cli.main import main
 from nasspeech.config import ConfigError, RunConfig
 from nasspeech.registry import REGISTRY
-from tiny_runs import tiny_dict, write_config
 
 MODULE = '''
 import torch

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import tiny_dict, write_config
 
 import nasspeech.workflow.search as S
 import nasspeech.workflow.train as T
@@ -25,7 +26,6 @@ from nasspeech.workflow.rundir import CHECKPOINT, RunDirError, WorkflowError
 from nasspeech.workflow.schedule import cosine_lr
 from nasspeech.workflow.search import run_search
 from nasspeech.workflow.train import run_train
-from tiny_runs import tiny_dict, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
@@ -77,10 +77,10 @@ def test_a_second_process_on_the_same_run_dir_fails_at_once(tiny, tmp_path):
     config, data = tiny
     run = tmp_path / "run"
     run.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom nasspeech.workflow.lock import RunLock\n"
-         "RunLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(120)",
-         str(run)], stdout=subprocess.PIPE, text=True, env=ENV)
+    code = ("import sys, time\nfrom nasspeech.workflow.lock import RunLock\n"
+            "RunLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE,
+                              text=True, env=ENV)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError, match=rf"in use by pid {holder.pid} on .*since .*"
@@ -102,7 +102,8 @@ def test_sigkill_in_epoch_1_leaves_a_directory_that_resumes(tiny_cache, tmp_path
               "S.search_step = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
               "from nasspeech.cli.main import main\nmain(sys.argv[1:])")
     done = subprocess.run([sys.executable, "-c", killer, "search", str(cfg), "--out", str(run),
-                           "--quiet"], env=ENV, capture_output=True, text=True, timeout=300)
+                           "--quiet"], env=ENV, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert (run / "config.yaml").is_file() and not (run / CHECKPOINT).exists()
     assert main(["search", str(cfg), "--out", str(run), "--quiet"]) == 2
@@ -212,7 +213,7 @@ def test_restart_starts_over_in_place_and_spares_foreign_folders(tiny, tmp_path)
 
 def test_cv_resumes_without_rerunning_finished_jobs_and_prints_the_tables_once(
         tiny, tiny_cache, tmp_path, monkeypatch, capsys):
-    config, data = tiny
+    _, data = tiny
     cfg = write_config(tmp_path / "tiny.yaml", tiny_dict(tiny_cache))
     out = tmp_path / "cv"
     argv = ["cv", str(cfg), "--out", str(out), "--baseline", "cnn", "--quiet"]
@@ -280,7 +281,7 @@ def test_relative_paths_in_a_config_are_relative_to_its_folder(tiny_cache, tmp_p
     folder.mkdir()
     cfg = tiny_dict("cache")
     cfg["data"].update(fold_file="folds/my_folds.json", demo={"out_dir": "../corpus"})
-    path = write_config(folder / "tiny.yaml", cfg)
+    write_config(folder / "tiny.yaml", cfg)
     monkeypatch.chdir(tmp_path)
     config = RunConfig.load("configs/tiny.yaml")
     assert config.data.cache_dir == str(folder / "cache")
