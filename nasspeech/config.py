@@ -65,20 +65,32 @@ class CollapseConfig(_Section):
                                  description="aux_skip: initial beta, decaying linearly to 0")
 
 
-class SearchConfig(_Section):
+class _Optimisation(_Section):
+    """Epochs, batches and the SGD settings shared by the search (its weights) and the
+    retraining; the learning rate is cosine-annealed from ``lr`` to ``lr_min``."""
+
+    epochs: int = Field(default=300, ge=1, description="epochs")
+    batch_size: int = Field(default=64, ge=1, description="samples per step")
+    lr: float = Field(default=0.025, gt=0.0, description="SGD learning rate of the weights at "
+                                                         "epoch 1, cosine-annealed to lr_min")
+    lr_min: float = Field(default=0.001, ge=0.0, description="learning rate at the last epoch")
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(default=3e-4, ge=0.0, description="SGD weight decay")
+    grad_clip: float | None = Field(default=5.0, gt=0.0,
+                                    description="max gradient norm of the weights (null: off)")
+
+    @model_validator(mode="after")
+    def _check_lr(self) -> _Optimisation:
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min {self.lr_min} is above lr {self.lr}")
+        return self
+
+
+class SearchConfig(_Optimisation):
     """Architecture search. Defaults are the paper's (Section 4.3); ``order`` defaults to 2
     (second-order DARTS, as in the paper); set ``order: 1`` for a ~2x cheaper step."""
 
-    epochs: int = Field(default=300, ge=1, description="search epochs")
-    batch_size: int = Field(default=64, ge=1, description="samples per step")
     order: Literal[1, 2] = Field(default=2, description="DARTS order: 1 (first) or 2 (second)")
-    lr: float = Field(default=0.025, gt=0.0,
-                      description="weight SGD learning rate at epoch 1 (cosine-annealed)")
-    lr_min: float = Field(default=0.001, ge=0.0, description="learning rate at the last epoch")
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="weight SGD momentum")
-    weight_decay: float = Field(default=3e-4, ge=0.0, description="weight SGD weight decay")
-    grad_clip: float | None = Field(default=5.0, gt=0.0,
-                                    description="max gradient norm of the weights (null: off)")
     alpha_lr: float = Field(default=3e-4, gt=0.0, description="alpha Adam learning rate")
     alpha_betas: tuple[float, float] = Field(default=(0.5, 0.999), description="alpha Adam betas")
     alpha_weight_decay: float = Field(default=1e-3, ge=0.0, description="alpha Adam weight decay")
@@ -90,25 +102,10 @@ class SearchConfig(_Section):
     collapse: CollapseConfig = Field(default_factory=CollapseConfig,
                                      description="skip-connect collapse guard and remedies")
 
-    @model_validator(mode="after")
-    def _check(self) -> SearchConfig:
-        if self.lr_min > self.lr:
-            raise ValueError(f"lr_min {self.lr_min} is above lr {self.lr}")
-        return self
 
-
-class TrainConfig(_Section):
+class TrainConfig(_Optimisation):
     """Retraining of the derived model (or a baseline) on a fold's training set."""
 
-    epochs: int = Field(default=300, ge=1, description="training epochs")
-    batch_size: int = Field(default=64, ge=1, description="samples per step")
-    lr: float = Field(default=0.025, gt=0.0,
-                      description="SGD learning rate at epoch 1 (cosine-annealed)")
-    lr_min: float = Field(default=0.001, ge=0.0, description="learning rate at the last epoch")
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="SGD momentum")
-    weight_decay: float = Field(default=3e-4, ge=0.0, description="SGD weight decay")
-    grad_clip: float | None = Field(default=5.0, gt=0.0,
-                                    description="max gradient norm (null: off)")
     drop_path: float = Field(default=0.0, ge=0.0, lt=1.0,
                              description="grows linearly from 0 to this over the epochs")
     overrides: dict[str, dict[str, int]] = Field(
@@ -122,12 +119,6 @@ class TrainConfig(_Section):
         description="what the model is retrained on: the fold's training split (the paper's "
                     "protocol) or its search and training splits together (DARTS practice); "
                     "never the test speakers")
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
-        if self.lr_min > self.lr:
-            raise ValueError(f"lr_min {self.lr_min} is above lr {self.lr}")
-        return self
 
 
 def _non_finite(value: Any, where: str = "") -> Iterator[str]:

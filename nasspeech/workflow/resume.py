@@ -4,11 +4,16 @@ epochs, warm-up, batch size...) yes; the space, the data, the seed or the fold n
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from nasspeech.workflow.checkpoint import load_checkpoint
 from nasspeech.workflow.errors import RunDirError
+from nasspeech.workflow.rundir import CHECKPOINT
 
 #: Settings that define what a search run computes on (its space, data, split and fold).
 SEARCH_FIXED = ("space", "data", "seed", "search.alpha_fraction")
@@ -71,3 +76,20 @@ def check_resume(run_dir: Path, ckpt: dict[str, Any], kind: str, fold: int,
 def describe_changes(changes: dict[str, list[Any]]) -> str:
     """``search.lr 0.05 -> 0.01, search.epochs 20 -> 30``."""
     return ", ".join(f"{p} {a!r} -> {b!r}" for p, (a, b) in changes.items())
+
+
+def resume_point(run_dir: Path, kind: str, fold: int, config: dict[str, Any],
+                 fixed: Sequence[str], device: torch.device | str,
+                 same: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, Any] | None, dict[str, list[Any]]]:
+    """The checkpoint to continue from (``None``: the run starts from epoch 1) and the
+    accepted changes (see :func:`check_resume`); both cases are reported on stderr."""
+    if not (run_dir / CHECKPOINT).is_file():
+        print(f"{run_dir} holds no checkpoint: starting it again from epoch 1", file=sys.stderr)
+        return None, {}
+    ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
+    changes = check_resume(run_dir, ckpt, kind, fold, config, fixed, same)
+    if changes:
+        print(f"resuming {run_dir} after epoch {ckpt['epoch']} with changed settings: "
+              f"{describe_changes(changes)}", file=sys.stderr)
+    return ckpt, changes

@@ -22,16 +22,11 @@ from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write
 from nasspeech.search import Architect, NonFiniteLossError, predict, search_step
 from nasspeech.workflow.artifacts import try_plot
-from nasspeech.workflow.checkpoint import (
-    load_checkpoint,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-)
+from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
 from nasspeech.workflow.collapse import AuxSkip, CollapseGuard
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, split_search
 from nasspeech.workflow.devices import autocast, resolve_device, use_threads
-from nasspeech.workflow.resume import SEARCH_FIXED, check_resume, describe_changes
+from nasspeech.workflow.resume import SEARCH_FIXED, resume_point
 from nasspeech.workflow.rundir import (
     CHECKPOINT,
     JsonlLog,
@@ -95,10 +90,11 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
 
     history: list[dict[str, list[list[float]]]] = []
     start, stopped, changes = 0, None, {}
-    if resume and (run_dir / CHECKPOINT).is_file():
-        ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
-        changes = check_resume(run_dir, ckpt, "search", fold, config.model_dump(mode="json"),
-                               SEARCH_FIXED)
+    ckpt = None
+    if resume:
+        ckpt, changes = resume_point(run_dir, "search", fold, config.model_dump(mode="json"),
+                                     SEARCH_FIXED, device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         w_opt.load_state_dict(ckpt["w_optimizer"])
         architect.optimizer.load_state_dict(ckpt["alpha_optimizer"])
@@ -108,12 +104,6 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                   weight_decay=sc.alpha_weight_decay)
         history, start, stopped = ckpt["alpha_history"], ckpt["epoch"], ckpt.get("stopped")
         set_rng_state(ckpt["rng"])
-        if changes:
-            print(f"resuming {run_dir} after epoch {start} with changed settings: "
-                  f"{describe_changes(changes)}", file=sys.stderr)
-    elif resume:
-        print(f"{run_dir} holds no checkpoint: the search starts from epoch 1",
-              file=sys.stderr)
     if (stopped or start >= sc.epochs) and (run_dir / "genotype.json").is_file():
         return SearchResult(run_dir, model.genotype(), len(history), stopped, history)  # done
     if not start:

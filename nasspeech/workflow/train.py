@@ -20,15 +20,10 @@ from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write, atomic_write_with
 from nasspeech.search import NonFiniteLossError, predict, weight_step
 from nasspeech.workflow.artifacts import try_plot
-from nasspeech.workflow.checkpoint import (
-    load_checkpoint,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-)
+from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, train_indices
 from nasspeech.workflow.devices import autocast, resolve_device, use_threads
-from nasspeech.workflow.resume import TRAIN_FIXED, check_resume, describe_changes
+from nasspeech.workflow.resume import TRAIN_FIXED, resume_point
 from nasspeech.workflow.rundir import (
     CHECKPOINT,
     JsonlLog,
@@ -113,20 +108,16 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
     identity = {"model_name": name,
                 "genotype": genotype.model_dump(mode="json") if genotype else None}
     start, changes = 0, {}
-    if resume and (run_dir / CHECKPOINT).is_file():
-        ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
-        changes = check_resume(run_dir, ckpt, "train", fold, config.model_dump(mode="json"),
-                               TRAIN_FIXED, same=identity)
+    ckpt = None
+    if resume:
+        ckpt, changes = resume_point(run_dir, "train", fold, config.model_dump(mode="json"),
+                                     TRAIN_FIXED, device, same=identity)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        set_hyper(opt, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        set_hyper(opt, momentum=tc.momentum, weight_decay=tc.weight_decay)  # the config's
         start = ckpt["epoch"]
         set_rng_state(ckpt["rng"])
-        if changes:
-            print(f"resuming {run_dir} after epoch {start} with changed settings: "
-                  f"{describe_changes(changes)}", file=sys.stderr)
-    elif resume:
-        print(f"{run_dir} holds no checkpoint: training starts from epoch 1", file=sys.stderr)
     if start >= tc.epochs and (run_dir / "metrics.json").is_file():  # finished: not run again
         return TrainResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
     if genotype is not None and name == "searched":

@@ -11,27 +11,13 @@ from nasspeech.config import ConfigError, RunConfig
 from nasspeech.registry import REGISTRY
 
 MODULE = '''
-import torch
-from torch import nn
-
-from nasspeech import register_op
-
-
-class Scale(nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-
-    def forward(self, x):
-        return x * self.weight
+from nasspeech import get_op, register_op
 
 
 @register_op("seq", "{op}")
-def scale(channels, stride=1):
-    """A learnt per-channel scale (a test op)."""
-    if stride != 1:
-        raise ValueError("seq ops have stride 1")
-    return Scale(channels)
+def renamed_lstm(channels, stride=1):
+    """lstm_1 under a user's name (a test op)."""
+    return get_op("seq", "lstm_1").build(channels, stride)
 '''
 
 
