@@ -239,6 +239,5 @@ def format_errors(exc: ValidationError) -> str:
             continue
         got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(
             err.get("input"), dict) else ""
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        lines.append(f"  {loc or '(top level)'}: {msg}{got}")
+        lines.append(f"  {loc or '(top level)'}: {err['msg']}{got}")
     return "\n".join(lines)
