@@ -1,7 +1,9 @@
 """The ``nasspeech`` command line. Each sub-command lives in ``nasspeech/cli/commands/<name>.py``.
 
 A command module defines ``NAME`` (the sub-command), ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``.
+``add_arguments(parser)`` and ``run(args) -> int``. Every command also takes
+``--import MODULE`` (repeatable); those modules, and the ``imports:`` of a run config given as
+the command's ``config`` argument, are imported before the command runs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     for module in _command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        p.add_argument("--import", dest="imports", action="append", default=[],
+                       metavar="MODULE",
+                       help="import MODULE (a dotted name or a .py file) first, e.g. one that "
+                            "registers ops; repeatable")
         p.set_defaults(_run=module.run)
     return parser
 
@@ -44,10 +50,37 @@ class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
+def import_user_modules(args: argparse.Namespace) -> None:
+    """``--import`` modules (from the current directory), then the ``imports:`` of the
+    command's config file (from its folder)."""
+    from pathlib import Path
+
+    from nasspeech.workflow.imports import ModuleImportError, import_modules
+
+    try:
+        import_modules(args.imports)
+        config = getattr(args, "config", None)
+        if isinstance(config, str) and Path(config).is_file():
+            import yaml
+
+            from nasspeech.space.config import load_mapping
+
+            try:
+                names = load_mapping(config).get("imports") or []
+            except (ValueError, yaml.YAMLError):
+                return  # the command reports an unreadable config itself
+            if isinstance(names, list):
+                import_modules([str(n) for n in names], Path(config).resolve().parent,
+                               origin=f"{config}: imports")
+    except ModuleImportError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        import_user_modules(args)
         return int(args._run(args) or 0)
     except CLIError as exc:
         print(f"nasspeech {args.command}: error: {exc}", file=sys.stderr)

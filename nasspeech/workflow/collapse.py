@@ -1,7 +1,8 @@
 """Skip-connect collapse guard (emoDARTS §6.2) and two published remedies.
 
 * detection: the share of parameter-free ops (``Operation.parametric`` False: pooling,
-  ``skip_connect``) among the kept edges of each component's derived genotype;
+  ``skip_connect``) among the kept edges of each component's derived genotype, reported once
+  the component's alphas have left uniform (near-uniform alphas pick ops by noise);
 * DARTS+ early stopping (Liang et al., 2019): stop when a cell keeps ``max_skip`` or more
   ``skip_connect`` edges;
 * DARTS- auxiliary skip (Chu et al., 2021): ``beta * x`` added to every stride-1 mixed op,
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,16 +45,31 @@ def skip_counts(genotype: Genotype) -> dict[str, int]:
     }
 
 
+def alpha_shift(alphas: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Per component: how far its op weights are from uniform, as the mean over its edges of
+    ``max_op |softmax - 1/n| * n`` (0 at uniform; 0.1 = some op 10 % above or below 1/n).
+
+    ``alphas`` maps ``"<component>.<cell kind>"`` to the (edges x ops) softmax, as
+    ``Supernet.alpha_softmax()`` returns it."""
+    per: dict[str, list[float]] = {}
+    for key, weights in alphas.items():
+        n = weights.shape[-1]
+        shift = (weights.detach().float() - 1.0 / n).abs().amax(dim=-1) * n
+        per.setdefault(key.split(".", 1)[0], []).extend(shift.reshape(-1).tolist())
+    return {comp: sum(v) / len(v) for comp, v in per.items() if v}
+
+
 @dataclass
 class CollapseReport:
     shares: dict[str, float]
     skips: dict[str, int]
     warnings: list[str] = field(default_factory=list)
     stop: str | None = None
+    shifts: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"parameter_free_share": self.shares, "max_skip_per_cell": self.skips,
-                "warnings": self.warnings, "stop": self.stop}
+                "alpha_shift": self.shifts, "warnings": self.warnings, "stop": self.stop}
 
 
 class CollapseGuard:
@@ -61,10 +78,17 @@ class CollapseGuard:
     def __init__(self, config: Any) -> None:
         self.config = config
 
-    def check(self, genotype: Genotype, epoch: int) -> CollapseReport:
+    def check(self, genotype: Genotype, epoch: int,
+              alphas: Mapping[str, torch.Tensor] | None = None) -> CollapseReport:
+        """The epoch's report. With ``alphas`` (the softmax per alpha set), a component is
+        only warned about once its :func:`alpha_shift` reaches ``min_alpha_shift``."""
         cfg = self.config
-        report = CollapseReport(parameter_free_share(genotype), skip_counts(genotype))
+        shifts = alpha_shift(alphas) if alphas is not None else None
+        report = CollapseReport(parameter_free_share(genotype), skip_counts(genotype),
+                                shifts=shifts)
         for name, share in report.shares.items():
+            if shifts is not None and shifts.get(name, 0.0) < cfg.min_alpha_shift:
+                continue  # near-uniform alphas: the kept ops are still a coin toss
             if share >= cfg.warn_share:
                 what = "all kept edges are" if share >= 1.0 else f"{share:.0%} of kept edges are"
                 report.warnings.append(

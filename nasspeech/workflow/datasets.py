@@ -13,7 +13,13 @@ from typing import Any
 
 import torch
 
+from nasspeech.workflow.errors import WorkflowError
+
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class FoldIndexError(WorkflowError, IndexError):
+    """A fold index the data does not have."""
 
 
 @dataclass
@@ -38,9 +44,20 @@ class RunData:
 
     def fold(self, k: int) -> FoldSplit:
         if not 0 <= k < len(self.folds):
-            raise IndexError(f"fold {k} does not exist: the data has {len(self.folds)} folds "
-                             f"(0..{len(self.folds) - 1})")
+            raise FoldIndexError(f"fold {k} does not exist: the data has {len(self.folds)} "
+                                 f"folds (0..{len(self.folds) - 1})")
         return self.folds[k]
+
+
+def train_indices(split: FoldSplit, what: str = "train") -> list[int]:
+    """What a model is retrained on: ``train``, the fold's training split (the paper's
+    protocol), or ``search+train``, its search and training splits together (DARTS practice).
+    Never the fold's test speakers."""
+    if what == "train":
+        return list(split.train)
+    if what == "search+train":
+        return sorted([*split.search, *split.train])
+    raise ValueError(f"train.data must be 'train' or 'search+train', got {what!r}")
 
 
 def _generator(seed: int, salt: int = 0) -> torch.Generator:

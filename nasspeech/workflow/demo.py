@@ -7,7 +7,6 @@ synthetic speakers and compares it with the CNN+LSTM-attention baseline.
 
 from __future__ import annotations
 
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -36,13 +35,18 @@ def fresh_dir(base: str | Path) -> Path:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", folds: list[int] | None = None,
-             progress: bool = True) -> CVResult:
+             progress: bool = True, resume: bool = False, restart: bool = False,
+             threads: int | None = None) -> CVResult:
+    """The demo cv into a fresh directory beside ``out_dir`` (or into ``out_dir`` itself with
+    ``resume``/``restart``); prints the tables and where the plots are."""
     t0 = time.perf_counter()
     config = demo_config()
-    out = fresh_dir(out_dir)
+    if threads is not None:
+        config = config.model_copy(update={"threads": threads})
+    out = Path(out_dir) if resume or restart else fresh_dir(out_dir)
     data = load_run_data(config, progress=progress)
     result = run_cv(config, data, out, folds=folds, baselines=("cnn_lstm_att",),
-                    progress=False)
+                    progress=False, resume=resume, restart=restart)
     minutes = (time.perf_counter() - t0) / 60
     lines = [
         "", "nasspeech demo — synthetic corpus (generated speech-like signals, not real speech)",
@@ -55,5 +59,5 @@ def run_demo(out_dir: str | Path = "runs/demo", folds: list[int] | None = None,
     lines.append(f"  (the same plots for every fold under {out}/fold_*/; tables: "
                  f"{out / 'results.md'}, {out / 'results.json'})")
     lines.append(f"done in {minutes:.1f} min")
-    print("\n".join(lines), file=sys.stdout if progress else sys.stderr)
+    print("\n".join(lines))
     return result

@@ -1,8 +1,9 @@
-"""Device choice and bf16 autocast: the same code path on CPU and CUDA."""
+"""Device choice, CPU threads and bf16 autocast: the same code path on CPU and CUDA."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from contextlib import AbstractContextManager as ContextManager
 
 import torch
@@ -23,3 +24,22 @@ def autocast(device: torch.device, enabled: bool) -> ContextManager:
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def use_threads(threads: int | None) -> Iterator[dict[str, int]]:
+    """Run with ``threads`` intra-op CPU threads (``None``: leave torch's choice), restored
+    afterwards. The inter-op pool is set too when torch still allows it (only before its
+    first parallel work). Yields ``{"threads", "interop_threads"}`` in effect, for the log.
+
+    Different thread counts sum floats in a different order, so results differ slightly."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):  # already started: it keeps its size
+            torch.set_num_interop_threads(threads)
+    try:
+        yield {"threads": torch.get_num_threads(),
+               "interop_threads": torch.get_num_interop_threads()}
+    finally:
+        torch.set_num_threads(before)

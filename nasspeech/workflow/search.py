@@ -13,32 +13,28 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from nasspeech.config import RunConfig
 from nasspeech.genotype import Genotype
+from nasspeech.io import atomic_write
 from nasspeech.search import Architect, NonFiniteLossError, predict, search_step
 from nasspeech.workflow.artifacts import try_plot
-from nasspeech.workflow.checkpoint import (
-    load_checkpoint,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-)
+from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
 from nasspeech.workflow.collapse import AuxSkip, CollapseGuard
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, split_search
-from nasspeech.workflow.devices import autocast, resolve_device
+from nasspeech.workflow.devices import autocast, resolve_device, use_threads
+from nasspeech.workflow.resume import SEARCH_FIXED, resume_point
 from nasspeech.workflow.rundir import (
     CHECKPOINT,
     JsonlLog,
-    RunDirError,
     WorkflowError,
-    prepare_run_dir,
+    open_run_dir,
     write_json,
 )
+from nasspeech.workflow.schedule import cosine_lr, set_hyper
 
 
 @dataclass
@@ -50,14 +46,6 @@ class SearchResult:
     alpha_history: list[dict[str, list[list[float]]]]
 
 
-def check_resumable(run_dir: Path, ckpt: dict[str, Any], config: RunConfig, fold: int) -> None:
-    """A resume must use the config and fold the run started with."""
-    if ckpt.get("config") != config.model_dump(mode="json") or ckpt.get("fold") != fold:
-        raise RunDirError(
-            f"cannot resume {run_dir}: it was started with another config or fold "
-            f"(fold {ckpt.get('fold')}; its config is in {run_dir / 'config.yaml'})")
-
-
 def run_search(
     config: RunConfig,
     data: RunData,
@@ -66,11 +54,23 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    restart: bool = False,
 ) -> SearchResult:
-    """Search on fold ``fold``; ``stop_after=k`` ends after epoch k (still resumable)."""
+    """Search on fold ``fold``; ``stop_after=k`` ends after epoch k (still resumable).
+
+    ``resume`` continues from the checkpoint in ``out_dir`` (optimisation settings may have
+    changed; a directory without a checkpoint starts again); ``restart`` deletes what
+    ``out_dir`` holds first. The run directory is locked while the search runs."""
+    data.fold(fold)  # a bad fold fails before the run directory exists
+    with open_run_dir(out_dir, resume, restart) as run_dir, \
+            use_threads(config.threads) as threads:
+        return _search(config, data, fold, run_dir, resume, progress, stop_after, threads)
+
+
+def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: bool,
+            progress: bool, stop_after: int | None, threads: dict[str, int]) -> SearchResult:
     sc = config.search
     split = data.fold(fold)
-    run_dir = prepare_run_dir(out_dir, resume)
     device = resolve_device(config.device)
     w_idx, a_idx = split_search(split.search, sc.alpha_fraction, config.seed + fold)
     x, y = data.x.to(device), data.y.to(device)
@@ -84,38 +84,46 @@ def run_search(
     architect = Architect(model, order=sc.order, lr=sc.alpha_lr, betas=tuple(sc.alpha_betas),
                           weight_decay=sc.alpha_weight_decay, w_momentum=sc.momentum,
                           w_weight_decay=sc.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, sc.epochs, eta_min=sc.lr_min)
     aux = AuxSkip(model, sc.collapse.aux_skip_beta) if sc.collapse.remedy == "aux_skip" else None
     guard = CollapseGuard(sc.collapse)
     shown_warnings: list[str] = []
 
     history: list[dict[str, list[list[float]]]] = []
-    start, stopped = 0, None
+    start, stopped, changes = 0, None, {}
+    ckpt = None
     if resume:
-        ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
-        check_resumable(run_dir, ckpt, config, fold)
+        ckpt, changes = resume_point(run_dir, "search", fold, config.model_dump(mode="json"),
+                                     SEARCH_FIXED, device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         w_opt.load_state_dict(ckpt["w_optimizer"])
         architect.optimizer.load_state_dict(ckpt["alpha_optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
+        # the checkpoint restores the optimisers' state; their settings come from the config
+        set_hyper(w_opt, momentum=sc.momentum, weight_decay=sc.weight_decay)
+        set_hyper(architect.optimizer, lr=sc.alpha_lr, betas=tuple(sc.alpha_betas),
+                  weight_decay=sc.alpha_weight_decay)
         history, start, stopped = ckpt["alpha_history"], ckpt["epoch"], ckpt.get("stopped")
         set_rng_state(ckpt["rng"])
-    else:
-        config.save(run_dir / "config.yaml")
+    if (stopped or start >= sc.epochs) and (run_dir / "genotype.json").is_file():
+        return SearchResult(run_dir, model.genotype(), len(history), stopped, history)  # done
+    if not start:
         write_json(run_dir / "fold.json", {
             "fold": fold, "search_weights": len(w_idx), "search_alphas": len(a_idx),
             **split.summary})
+    config.save(run_dir / "config.yaml")  # the settings in effect
     log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
     end = sc.epochs if stop_after is None else min(sc.epochs, stop_after)
     steps = len(train_stream)
-    bar = tqdm(total=sc.epochs * steps, initial=start * steps, disable=not progress,
-               desc=f"search fold {fold}", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=sc.epochs * steps, initial=min(start, sc.epochs) * steps,
+               disable=not progress, desc=f"search fold {fold}", unit="step",
+               dynamic_ncols=True)
     amp = autocast(device, config.amp)
     epoch = start
     try:
         for epoch in range(start, end if stopped is None else start):
             t0 = time.perf_counter()
-            lr = sched.get_last_lr()[0]
+            lr = cosine_lr(epoch, sc.epochs, sc.lr, sc.lr_min)
+            set_hyper(w_opt, lr=lr)
             beta = aux.set_epoch(epoch, sc.epochs) if aux else None
             val_batches = itertools.cycle(list(val_stream.epoch(epoch)))
             loss = correct = count = 0.0
@@ -133,13 +141,13 @@ def run_search(
                     alpha_losses.append(res.alpha_loss)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{res.loss:.3f}")
-            sched.step()
             genotype = model.genotype()
-            genotype.save(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json")
-            history.append({k: v.tolist() for k, v in model.alpha_softmax().items()})
+            atomic_write(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json", genotype.to_json())
+            softmax = model.alpha_softmax()
+            history.append({k: v.tolist() for k, v in softmax.items()})
             with amp:
                 pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
-            report = guard.check(genotype, epoch)
+            report = guard.check(genotype, epoch, softmax)
             # print a warning when it first appears or changes (every epoch's is in the log)
             current = [w.split(": ", 1)[-1] for w in report.warnings]
             for warning, text in zip(report.warnings, current):
@@ -151,14 +159,17 @@ def run_search(
                 "train_acc": correct / count,
                 "alpha_loss": sum(alpha_losses) / len(alpha_losses) if alpha_losses else None,
                 "val_acc": float((pred == true).float().mean()), "aux_skip_beta": beta,
-                **report.to_json(), "seconds": round(time.perf_counter() - t0, 3)})
+                **report.to_json(), **threads, "seconds": round(time.perf_counter() - t0, 3),
+                **({"config_changes": changes} if changes else {})})
+            changes = {}  # logged with the first epoch after the resume
             write_json(run_dir / "alpha_history.json", history)
             stopped = report.stop
             save_checkpoint(run_dir / CHECKPOINT, {
-                "epoch": epoch + 1, "fold": fold, "config": config.model_dump(mode="json"),
-                "model": model.state_dict(), "w_optimizer": w_opt.state_dict(),
+                "kind": "search", "epoch": epoch + 1, "fold": fold,
+                "config": config.model_dump(mode="json"), "model": model.state_dict(),
+                "w_optimizer": w_opt.state_dict(),
                 "alpha_optimizer": architect.optimizer.state_dict(),
-                "scheduler": sched.state_dict(), "alpha_history": history, "stopped": stopped})
+                "alpha_history": history, "stopped": stopped})
             if stopped:
                 tqdm.write(stopped, file=sys.stderr)
                 break
@@ -179,14 +190,15 @@ def run_search(
 
 def _nan_message(exc: Exception, epoch: int, step: int, run_dir: Path) -> str:
     kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {run_dir / CHECKPOINT}"
-            if epoch else "no epoch finished, so there is no checkpoint")
+            if epoch else "no epoch finished, so there is no checkpoint yet")
     return (f"search stopped in epoch {epoch + 1}, step {step + 1}: {exc}. {kept}; lower "
-            "search.lr / search.alpha_lr or enable grad_clip, then start again (or --resume)")
+            "search.lr / search.alpha_lr or set search.grad_clip, then run again with --resume "
+            "(changed optimisation settings are accepted)")
 
 
 def finish_search(run_dir: Path, genotype: Genotype, history: list, config: RunConfig) -> None:
     """genotype.json, the cell plot and the alpha heat-map."""
-    genotype.save(run_dir / "genotype.json")
+    atomic_write(run_dir / "genotype.json", genotype.to_json())
     try_plot("the genotype", lambda: genotype.plot(run_dir / "genotype.png",
                                                    title=f"{config.name}: searched cells"),
              run_dir / "genotype.png")

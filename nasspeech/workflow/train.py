@@ -1,8 +1,10 @@
-"""``nasspeech train``: retrain a searched genotype (or a baseline) on a fold's training set and
-test it on the fold's held-out speakers (UA, WA, parameters, confusion matrix)."""
+"""``nasspeech train``: retrain a searched genotype (or a baseline) on a fold's training data
+(``train.data``) and test it on the fold's held-out speakers (UA, WA, parameters, confusion
+matrix). Checkpointed every epoch, so an interrupted run resumes."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -15,12 +17,21 @@ from tqdm.auto import tqdm
 
 from nasspeech.config import RunConfig
 from nasspeech.genotype import Genotype
+from nasspeech.io import atomic_write, atomic_write_with
 from nasspeech.search import NonFiniteLossError, predict, weight_step
 from nasspeech.workflow.artifacts import try_plot
-from nasspeech.workflow.checkpoint import seed_everything
-from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream
-from nasspeech.workflow.devices import autocast, resolve_device
-from nasspeech.workflow.rundir import JsonlLog, WorkflowError, prepare_run_dir, write_json
+from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
+from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, train_indices
+from nasspeech.workflow.devices import autocast, resolve_device, use_threads
+from nasspeech.workflow.resume import TRAIN_FIXED, resume_point
+from nasspeech.workflow.rundir import (
+    CHECKPOINT,
+    JsonlLog,
+    WorkflowError,
+    open_run_dir,
+    write_json,
+)
+from nasspeech.workflow.schedule import cosine_lr, set_hyper
 
 
 @dataclass
@@ -29,17 +40,31 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
+def check_model_name(name: str) -> None:
+    """``searched`` or a registered baseline; a :class:`WorkflowError` naming the choices."""
+    from nasspeech.baselines import list_baselines
+
+    if name != "searched" and name not in list_baselines():
+        raise WorkflowError(f"unknown model {name!r}: choose searched or a baseline "
+                            f"({', '.join(list_baselines())})")
+
+
 def build_model(config: RunConfig, genotype: Genotype | None, model: str) -> nn.Module:
     """The derived model of ``genotype`` (``model="searched"``) or a named baseline."""
+    check_model_name(model)
     if model == "searched":
         if genotype is None:
-            raise WorkflowError("training the searched model needs --genotype FILE")
+            raise WorkflowError("training the searched model needs a genotype "
+                                "(genotype.json of a search)")
         tc = config.train
         return config.space.derive(genotype, overrides=tc.overrides, drop_path=tc.drop_path)
     from nasspeech.baselines import build_baseline
 
-    return build_baseline(model, tuple(config.space.input_shape), config.space.num_classes,
-                          **config.train.baseline_options)
+    try:
+        return build_baseline(model, tuple(config.space.input_shape), config.space.num_classes,
+                              **config.train.baseline_options)
+    except (TypeError, ValueError) as exc:
+        raise WorkflowError(f"train.baseline_options: {exc}") from None
 
 
 def run_train(
@@ -50,33 +75,64 @@ def run_train(
     genotype: Genotype | None = None,
     model_name: str | None = None,
     progress: bool = True,
+    resume: bool = False,
+    restart: bool = False,
 ) -> TrainResult:
-    """Train on ``fold``'s training part, then evaluate on every sample of its test part."""
-    from nasspeech.metrics import classification_report, count_parameters
-    from nasspeech.plots import plot_confusion, plot_training_curves
+    """Train on ``fold``'s training data, then evaluate on every sample of its test part.
 
-    tc = config.train
-    name = model_name or tc.model
-    split = data.fold(fold)
-    run_dir = prepare_run_dir(out_dir)
-    device = resolve_device(config.device)
+    ``resume`` continues from the checkpoint in ``out_dir`` (a finished run is not trained
+    again; a directory without a checkpoint starts again); ``restart`` deletes what it holds
+    first. The run directory is locked while the run lasts."""
+    name = model_name or config.train.model
+    data.fold(fold)  # bad input fails before the run directory exists
     seed_everything(config.seed + fold)
-    model = build_model(config, genotype, name).to(device)
-    if genotype is not None and name == "searched":
-        genotype.save(run_dir / "genotype.json")
-    config.save(run_dir / "config.yaml")
+    model = build_model(config, genotype, name)
+    with open_run_dir(out_dir, resume, restart) as run_dir, \
+            use_threads(config.threads) as threads:
+        return _train(config, data, fold, run_dir, model, genotype, name, progress, resume,
+                      threads)
+
+
+def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn.Module,
+           genotype: Genotype | None, name: str, progress: bool, resume: bool,
+           threads: dict[str, int]) -> TrainResult:
+    tc = config.train
+    split = data.fold(fold)
+    device = resolve_device(config.device)
+    model = model.to(device)
     x, y = data.x.to(device), data.y.to(device)
-    stream = BatchStream(x, y, split.train, tc.batch_size, True, config.seed, salt=100 + fold)
+    indices = train_indices(split, tc.data)
+    stream = BatchStream(x, y, indices, tc.batch_size, True, config.seed, salt=100 + fold)
     opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum,
                           weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.epochs, eta_min=tc.lr_min)
-    log = JsonlLog(run_dir / "log.jsonl")
+    identity = {"model_name": name,
+                "genotype": genotype.model_dump(mode="json") if genotype else None}
+    start, changes = 0, {}
+    ckpt = None
+    if resume:
+        ckpt, changes = resume_point(run_dir, "train", fold, config.model_dump(mode="json"),
+                                     TRAIN_FIXED, device, same=identity)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        set_hyper(opt, momentum=tc.momentum, weight_decay=tc.weight_decay)  # the config's
+        start = ckpt["epoch"]
+        set_rng_state(ckpt["rng"])
+    if start >= tc.epochs and (run_dir / "metrics.json").is_file():  # finished: not run again
+        return TrainResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
+    if genotype is not None and name == "searched":
+        atomic_write(run_dir / "genotype.json", genotype.to_json())
+    config.save(run_dir / "config.yaml")
+    log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
     amp = autocast(device, config.amp)
-    bar = tqdm(total=tc.epochs * len(stream), disable=not progress, unit="step",
-               desc=f"train {name} fold {fold}", dynamic_ncols=True)
+    bar = tqdm(total=tc.epochs * len(stream), initial=min(start, tc.epochs) * len(stream),
+               disable=not progress, unit="step", desc=f"train {name} fold {fold}",
+               dynamic_ncols=True)
     try:
-        for epoch in range(tc.epochs):
+        for epoch in range(start, tc.epochs):
             t0 = time.perf_counter()
+            lr = cosine_lr(epoch, tc.epochs, tc.lr, tc.lr_min)
+            set_hyper(opt, lr=lr)
             model.train()
             loss = correct = count = 0.0
             for batch in stream.epoch(epoch):
@@ -84,34 +140,61 @@ def run_train(
                     with amp:
                         res = weight_step(model, opt, batch, tc.grad_clip)
                 except NonFiniteLossError as exc:
-                    raise WorkflowError(f"training stopped in epoch {epoch + 1}: {exc}") from None
+                    raise WorkflowError(_nan_message(exc, epoch, run_dir)) from None
                 loss += res.loss * res.count
                 correct, count = correct + res.correct, count + res.count
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{res.loss:.3f}")
-            log.write({"epoch": epoch + 1, "lr": sched.get_last_lr()[0],
-                       "train_loss": loss / count, "train_acc": correct / count,
-                       "seconds": round(time.perf_counter() - t0, 3)})
-            sched.step()
+            log.write({"epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
+                       "train_acc": correct / count, **threads,
+                       "seconds": round(time.perf_counter() - t0, 3),
+                       **({"config_changes": changes} if changes else {})})
+            changes = {}  # logged with the first epoch after the resume
+            save_checkpoint(run_dir / CHECKPOINT, {
+                "kind": "train", "epoch": epoch + 1, "fold": fold,
+                "config": config.model_dump(mode="json"), **identity,
+                "model": model.state_dict(), "optimizer": opt.state_dict()})
     finally:
         bar.close()
-    with amp:
-        pred, true = predict(model, eval_stream(x, y, split.test, tc.batch_size))
+    return TrainResult(run_dir, _evaluate(config, data, split, run_dir, model, name, log,
+                                          len(indices), progress))
+
+
+def _nan_message(exc: Exception, epoch: int, run_dir: Path) -> str:
+    kept = (f"the checkpoint after epoch {epoch} is kept in {run_dir / CHECKPOINT}"
+            if epoch else "no epoch finished, so there is no checkpoint yet")
+    return (f"training stopped in epoch {epoch + 1}: {exc}. {kept}; lower train.lr or set "
+            "train.grad_clip, then run again with --resume (changed optimisation settings "
+            "are accepted)")
+
+
+def _evaluate(config: RunConfig, data: RunData, split: Any, run_dir: Path, model: nn.Module,
+              name: str, log: JsonlLog, n_train: int, progress: bool) -> dict[str, Any]:
+    """Test on every sample of the fold's test part; metrics.json, model.pt and the plots."""
+    from nasspeech.metrics import classification_report, count_parameters
+    from nasspeech.plots import plot_confusion, plot_training_curves
+
+    device = resolve_device(config.device)
+    with autocast(device, config.amp):
+        pred, true = predict(model, eval_stream(data.x.to(device), data.y.to(device),
+                                                split.test, config.train.batch_size))
     report = classification_report(true, pred, data.class_names)
-    metrics = {"model": name, "fold": fold, "ua": report["ua"], "wa": report["wa"],
-               "params": count_parameters(model), "n_test": report["n"],
+    metrics = {"model": name, "fold": split.index, "ua": report["ua"], "wa": report["wa"],
+               "params": count_parameters(model), "n_test": report["n"], "n_train": n_train,
+               "train_data": config.train.data,
                "per_class_recall": report["per_class_recall"], "confusion": report["confusion"],
                "class_names": report["class_names"]}
     if metrics["n_test"] != len(split.test):
         raise WorkflowError(f"evaluated {metrics['n_test']} of {len(split.test)} test samples")
+    state = model.state_dict()
+    atomic_write_with(run_dir / "model.pt", lambda fh: torch.save(state, fh), fsync=True)
     write_json(run_dir / "metrics.json", metrics)
-    torch.save(model.state_dict(), run_dir / "model.pt")
     try_plot("the confusion matrix", lambda: plot_confusion(
         report["confusion"], data.class_names, run_dir / "confusion.png",
-        title=f"{name}, fold {fold}: UA {report['ua']:.1%}"), run_dir / "confusion.png")
+        title=f"{name}, fold {split.index}: UA {report['ua']:.1%}"), run_dir / "confusion.png")
     try_plot("the training curves", lambda: plot_training_curves(
         log.records(), run_dir / "curves.png"), run_dir / "curves.png")
     if progress:
-        print(f"{name} fold {fold}: UA {metrics['ua']:.2%}  WA {metrics['wa']:.2%}  "
+        print(f"{name} fold {split.index}: UA {metrics['ua']:.2%}  WA {metrics['wa']:.2%}  "
               f"params {metrics['params']:,}  ({metrics['n_test']} test clips)", file=sys.stderr)
-    return TrainResult(run_dir, metrics)
+    return metrics

@@ -9,7 +9,8 @@ import yaml
 from nasspeech.config import CollapseConfig, RunConfig
 from nasspeech.search import Architect, search_step
 from nasspeech.space import SearchSpace
-from nasspeech.workflow.collapse import AuxSkip, CollapseGuard
+from nasspeech.workflow.checkpoint import load_checkpoint
+from nasspeech.workflow.collapse import AuxSkip, CollapseGuard, parameter_free_share
 from nasspeech.workflow.datasets import load_run_data
 from nasspeech.workflow.rundir import WorkflowError
 from nasspeech.workflow.search import run_search
@@ -35,13 +36,33 @@ def collapsed_supernet():
 
 
 def test_collapse_warning_and_early_stop_fire_on_a_collapsed_genotype():
-    genotype = collapsed_supernet().genotype()
-    report = CollapseGuard(CollapseConfig()).check(genotype, epoch=4)
-    assert report.shares["seq"] == 1.0
+    net = collapsed_supernet()
+    genotype = net.genotype()
+    report = CollapseGuard(CollapseConfig()).check(genotype, 4, net.alpha_softmax())
+    assert report.shares["seq"] == 1.0 and report.shifts["seq"] > 2.0
     assert any("component 'seq' is collapsing" in w for w in report.warnings)
     assert report.stop is None  # no remedy configured
     stop = CollapseGuard(CollapseConfig(remedy="early_stop", max_skip=2)).check(genotype, 4)
     assert stop.stop and "DARTS+ early stop" in stop.stop
+
+
+def test_no_warning_while_the_alphas_are_near_uniform():
+    """At epoch 1 the kept ops are picked by noise: a genotype that looks collapsed must not
+    warn until the alphas have moved away from uniform."""
+    net = seq_space().build_supernet()
+    ops = net.space.components[0].ops
+    with torch.no_grad():
+        for a in net.alpha_parameters():
+            a.normal_(0.0, 1e-3)
+            a[:, ops.index("skip_connect")] = 0.01  # skip wins every edge, by a hair
+    genotype = net.genotype()
+    guard = CollapseGuard(CollapseConfig())
+    report = guard.check(genotype, 0, net.alpha_softmax())
+    assert parameter_free_share(genotype)["seq"] == 1.0
+    assert report.shifts["seq"] < 0.05 and not report.warnings
+    assert guard.check(genotype, 0).warnings  # without the alphas it cannot tell
+    never = CollapseGuard(CollapseConfig(min_alpha_shift=0.0))
+    assert never.check(genotype, 0, net.alpha_softmax()).warnings  # 0 turns the margin off
 
 
 def test_no_warning_on_a_healthy_genotype():
@@ -141,7 +162,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "search_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_search(config, data, 0, tmp_path / "run", progress=False)
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert ckpt["epoch"] == 1  # the checkpoint after the last finished epoch is kept
     monkeypatch.setattr(S, "search_step", real_step)
     resumed = run_search(config, data, 0, tmp_path / "run", resume=True, progress=False)
@@ -158,7 +179,7 @@ def test_a_lasting_collapse_warning_is_printed_once(tmp_path, monkeypatch, capsy
         def __init__(self, _config):
             pass
 
-        def check(self, genotype, epoch):
+        def check(self, genotype, epoch, alphas=None):
             return CollapseReport({"cnn": 1.0}, {"cnn": 0},
                                   [f"epoch {epoch + 1}: component 'cnn' is collapsing"])
 

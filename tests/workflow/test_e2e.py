@@ -10,6 +10,7 @@ import yaml
 
 from nasspeech.cli.main import main
 from nasspeech.config import RunConfig
+from nasspeech.workflow.checkpoint import load_checkpoint
 from nasspeech.workflow.datasets import load_run_data
 from nasspeech.workflow.search import run_search
 
@@ -67,8 +68,8 @@ def test_resume_is_exact(tiny_config, tmp_path):
     run_search(config, data, 0, tmp_path / "part", progress=False, stop_after=1)
     resumed = run_search(config, data, 0, tmp_path / "part", resume=True, progress=False)
     assert resumed.genotype == full.genotype
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["model"]
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert full.alpha_history == resumed.alpha_history

@@ -17,7 +17,8 @@ HELP = "estimate the GPU memory of a search step (peak, fit, largest batch)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="run config (YAML/JSON) with a space: section, or a space")
     parser.add_argument("--gpu", default="a100-40gb",
-                        help="GPU name (see --list-gpus) or a capacity such as 24GiB")
+                        help="GPU name, e.g. a100-40gb (an unknown one lists the known ones), "
+                             "or a capacity such as 24GiB")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: the config's search.batch_size, else 64")
     parser.add_argument("--order", type=int, choices=(1, 2), default=None,
