@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from nasspeech.data import DataConfig
 from nasspeech.io import atomic_write
 from nasspeech.space.config import SearchSpace, load_mapping
+from nasspeech.space.loading import format_errors
 
 #: Path fields of a run config, resolved against the config file's folder by :meth:`RunConfig.load`.
 PATH_FIELDS: tuple[tuple[str, ...], ...] = (
@@ -227,17 +228,3 @@ def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             node[field[-1]] = os.path.abspath(base / os.path.expanduser(node[field[-1]]))
     return out
 
-
-def format_errors(exc: ValidationError) -> str:
-    """One line per error: ``  search.epochs: Input should be ... (got 0)``."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if not loc and err["type"] == "value_error":  # a whole-config check names its fields
-            lines += [f"  {part}" for part in
-                      str(err["msg"]).removeprefix("Value error, ").split("; ")]
-            continue
-        got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(
-            err.get("input"), dict) else ""
-        lines.append(f"  {loc or '(top level)'}: {err['msg']}{got}")
-    return "\n".join(lines)

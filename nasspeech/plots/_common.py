@@ -10,13 +10,16 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from nasspeech.io import atomic_write_with
+
 
 def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Save ``fig`` to ``path`` (parent folders created), close it, return the Path."""
+    """Save ``fig`` to ``path`` atomically (parent folders created), close it, return the Path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".") or "png"
     try:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        atomic_write_with(path, lambda fh: fig.savefig(fh, format=fmt, dpi=dpi,
+                                                       bbox_inches="tight"))
     finally:
         plt.close(fig)
     return path

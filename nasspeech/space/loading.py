@@ -178,8 +178,12 @@ def format_errors(exc: ValidationError) -> str:
     """One line per validation error, ``  field.path: message (got VALUE)``, the value cut short."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        got = "" if err["type"] in ("missing", "value_error") else f" (got {short(err['input'])})"
-        lines.append(f"  {loc}: {msg}{got}")
+        if not loc and err["type"] == "value_error":  # a whole-config check names its fields
+            lines += [f"  {part}" for part in msg.split("; ")]
+            continue
+        got = ("" if err["type"] in ("missing", "value_error") or isinstance(err.get("input"), dict)
+               else f" (got {short(err['input'])})")
+        lines.append(f"  {loc or '(top level)'}: {msg}{got}")
     return "\n".join(lines)

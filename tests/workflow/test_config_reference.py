@@ -21,4 +21,4 @@ def test_the_reference_lists_every_field_with_its_default_and_constraints():
             assert f"| `{path + '.' if path else ''}{name}` |" in page, (path, name)
     assert "| `search.lr` | number | `0.025` | > 0.0 |" in page
     assert "| `train.data` | \"train\" \\| \"search+train\" | `\"train\"` |" in page
-    assert "| `space.components[].cells` | integer | **required** | ≥ 1 |" in page
+    assert "| `space.components[].cells` | integer | **required** | ≥ 1, ≤ 1000 |" in page

@@ -35,23 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def data_config(args: argparse.Namespace) -> Any:
     """The :class:`DataConfig` of the command line (config file or manifest plus overrides)."""
-    import yaml
     from pydantic import ValidationError
 
     from nasspeech.config import format_errors
     from nasspeech.data import DataConfig
+    from nasspeech.space.loading import ConfigFileError, load_mapping
 
     if args.manifest:
         raw: dict[str, Any] = {"corpus": "manifest", "manifest": args.manifest}
     else:
         try:
-            loaded = yaml.safe_load(Path(args.config).read_text())
-        except OSError as exc:
-            raise CLIError(f"cannot read {args.config}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise CLIError(f"{args.config} is not valid YAML/JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise CLIError(f"{args.config}: expected a mapping")
+            loaded = load_mapping(args.config)
+        except ConfigFileError as exc:
+            raise CLIError(str(exc)) from None
         if "data" in loaded:  # a run config
             raw = dict(loaded["data"] or {})
         elif {"space", "search", "train"} & set(loaded):  # a run config on the default data
