@@ -148,9 +148,12 @@ class FactorizedReduce(nn.Module):
         a = self.conv_1(x)
         if x.shape[2] < 2 or x.shape[3] < 2:  # nothing left after the offset: zero padding
             x = F.pad(x, (0, 1, 0, 1))
-        # conv_2 on x shifted by one pixel, as a 2x2 stride-2 kernel with only its bottom-right
-        # tap: no slice (a slice's gradient comes back NCHW, and copying it is slow)
-        b = F.conv2d(x, F.pad(self.conv_2.weight, (1, 0, 1, 0)), None, 2)
+        if torch.jit.is_tracing():  # export (ONNX/TorchScript) needs a kernel of static shape
+            b = self.conv_2(x[:, :, 1:, 1:])
+        else:
+            # conv_2 on x shifted by one pixel, as a 2x2 stride-2 kernel with only its
+            # bottom-right tap: no slice (a slice's gradient comes back NCHW, slow to copy)
+            b = F.conv2d(x, F.pad(self.conv_2.weight, (1, 0, 1, 0)), None, 2)
         dh, dw = a.shape[2] - b.shape[2], a.shape[3] - b.shape[3]
         if dh or dw:
             b = F.pad(b, (0, dw, 0, dh))
