@@ -97,6 +97,14 @@ class TrainConfig(_Section):
         return self
 
 
+class LogConfig(_Section):
+    """What a run reports as it goes (observation only: it changes no result, so it is left out
+    of the saved config.yaml and of the --resume check, and may differ on a resume)."""
+
+    tensorboard: bool = Field(default=False, description="TensorBoard event files in "
+                              "<run dir>/tensorboard (needs the tensorboard extra)")
+
+
 class RunConfig(_Section):
     """A whole run: what to search, how to search and retrain it, and on which data."""
 
@@ -108,6 +116,7 @@ class RunConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    log: LogConfig = Field(default_factory=LogConfig, exclude=True)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

@@ -11,11 +11,13 @@ class MissingExtraError(ImportError):
     """A feature was asked for whose optional package is not installed."""
 
 
-def require(module: str, extra: str, purpose: str) -> ModuleType:
-    """Import ``module``, or raise :class:`MissingExtraError` naming ``purpose`` and the extra."""
+def require(module: str, extra: str, purpose: str, package: str | None = None) -> ModuleType:
+    """Import ``module``, or raise :class:`MissingExtraError` naming ``purpose``, the missing
+    ``package`` (default: the module's top-level name) and the extra that installs it."""
     try:
         return importlib.import_module(module)
-    except ImportError as exc:
+    except ImportError:
+        package = package or module.split(".")[0]
         raise MissingExtraError(
-            f"{purpose} needs the {module.split('.')[0]!r} package, which is not installed "
-            f"({exc}); install it with: pip install 'nasspeech[{extra}]'") from None
+            f"{purpose} needs the {package!r} package, which is not installed; install it "
+            f"with: pip install 'nasspeech[{extra}]'") from None

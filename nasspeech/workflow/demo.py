@@ -36,9 +36,13 @@ def fresh_dir(base: str | Path) -> Path:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", folds: list[int] | None = None,
-             progress: bool = True) -> CVResult:
+             progress: bool = True, tensorboard: bool = False) -> CVResult:
     t0 = time.perf_counter()
     config = demo_config()
+    if tensorboard:  # every fold's search, retrain and baseline in one TensorBoard
+        from nasspeech.observe import with_tensorboard
+
+        config = with_tensorboard(config)
     out = fresh_dir(out_dir)
     data = load_run_data(config, progress=progress)
     result = run_cv(config, data, out, folds=folds, baselines=("cnn_lstm_att",),
@@ -54,6 +58,8 @@ def run_demo(out_dir: str | Path = "runs/demo", folds: list[int] | None = None,
         lines.append(f"  plot: {png}")
     lines.append(f"  (the same plots for every fold under {out}/fold_*/; tables: "
                  f"{out / 'results.md'}, {out / 'results.json'})")
+    if tensorboard:
+        lines.append(f"  TensorBoard: tensorboard --logdir {out}")
     lines.append(f"done in {minutes:.1f} min")
     print("\n".join(lines), file=sys.stdout if progress else sys.stderr)
     return result

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from nasspeech.config import RunConfig
 from nasspeech.genotype import Genotype
+from nasspeech.observe import TensorBoardLog
 from nasspeech.search import Architect, NonFiniteLossError, predict, search_step
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import (
@@ -106,6 +107,7 @@ def run_search(
             "fold": fold, "search_weights": len(w_idx), "search_alphas": len(a_idx),
             **split.summary})
     log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
+    tb = TensorBoardLog.open(config, run_dir, start)  # None unless log.tensorboard
     end = sc.epochs if stop_after is None else min(sc.epochs, stop_after)
     steps = len(train_stream)
     bar = tqdm(total=sc.epochs * steps, initial=start * steps, disable=not progress,
@@ -153,6 +155,9 @@ def run_search(
                 "val_acc": float((pred == true).float().mean()), "aux_skip_beta": beta,
                 **report.to_json(), "seconds": round(time.perf_counter() - t0, 3)})
             write_json(run_dir / "alpha_history.json", history)
+            if tb is not None:  # the epoch's record, alphas and genotype to TensorBoard
+                tb.search_epoch(log.records()[-1], history[-1], genotype, pred, true,
+                                architect.optimizer.param_groups[0]["lr"])
             stopped = report.stop
             save_checkpoint(run_dir / CHECKPOINT, {
                 "epoch": epoch + 1, "fold": fold, "config": config.model_dump(mode="json"),
@@ -171,6 +176,8 @@ def run_search(
         bar.close()
         if aux:
             aux.remove()
+        if tb is not None:
+            tb.close()
     genotype = model.genotype()
     if len(history) >= sc.epochs or stopped:
         finish_search(run_dir, genotype, history, config)

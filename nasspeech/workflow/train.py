@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from nasspeech.config import RunConfig
 from nasspeech.genotype import Genotype
+from nasspeech.observe import TensorBoardLog
 from nasspeech.search import NonFiniteLossError, predict, weight_step
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import seed_everything
@@ -71,6 +72,7 @@ def run_train(
                           weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.epochs, eta_min=tc.lr_min)
     log = JsonlLog(run_dir / "log.jsonl")
+    tb = TensorBoardLog.open(config, run_dir)  # None unless log.tensorboard
     amp = autocast(device, config.amp)
     bar = tqdm(total=tc.epochs * len(stream), disable=not progress, unit="step",
                desc=f"train {name} fold {fold}", dynamic_ncols=True)
@@ -92,6 +94,8 @@ def run_train(
             log.write({"epoch": epoch + 1, "lr": sched.get_last_lr()[0],
                        "train_loss": loss / count, "train_acc": correct / count,
                        "seconds": round(time.perf_counter() - t0, 3)})
+            if tb is not None:
+                tb.train_epoch(log.records()[-1])
             sched.step()
     finally:
         bar.close()
@@ -105,6 +109,9 @@ def run_train(
     if metrics["n_test"] != len(split.test):
         raise WorkflowError(f"evaluated {metrics['n_test']} of {len(split.test)} test samples")
     write_json(run_dir / "metrics.json", metrics)
+    if tb is not None:
+        tb.train_result(metrics, tc.epochs)
+        tb.close()
     torch.save(model.state_dict(), run_dir / "model.pt")
     try_plot("the confusion matrix", lambda: plot_confusion(
         report["confusion"], data.class_names, run_dir / "confusion.png",

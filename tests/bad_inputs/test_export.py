@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from nasspeech.export import ExportError, export_model
@@ -18,6 +21,7 @@ from tests.export.helpers import BASELINES, all_ops_config, train_run
 pytest.importorskip("onnxruntime", reason="the onnx extra (a dev dependency) is not installed")
 
 PLUGIN = "nasspeech-fake-plugin"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class CumMax(nn.Module):
@@ -104,6 +108,21 @@ def _bad_contract(run: Path, tmp: Path):
     return cli("predict", tmp / "m.onnx", tmp / "a.wav")
 
 
+def _config(tmp: Path, log: object) -> Path:
+    cfg = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
+    cfg["log"] = log
+    path = tmp / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _without_tensorboard(tmp: Path):
+    with mock.patch.dict(sys.modules, {"torch.utils.tensorboard": None}):
+        res = cli("search", _config(tmp, {}), "--tensorboard", "--out", tmp / "s")
+    assert not (tmp / "s").exists()  # checked before the run starts
+    return res
+
+
 CASES = [
     Case("export-missing-path", lambda t: cli("export", t / "nope", "--format", "onnx"),
          r"nope: no such run directory or model file"),
@@ -135,6 +154,18 @@ CASES = [
     Case("predict-garbage-model", _garbage_model, r"m\.onnx: not an exported model"),
     Case("predict-contract-version", lambda t: _bad_contract(RUNS["cnn"], t),
          r"m\.onnx\.json: contract version 99 is not supported"),
+    Case("tensorboard-not-installed", _without_tensorboard,
+         r"TensorBoard logging .* needs the 'tensorboard' package, which is not installed; "
+         r"install it with: pip install 'nasspeech\[tensorboard\]'"),
+    Case("tensorboard-config-typo", lambda t: cli(
+        "search", _config(t, {"tensorbaord": True}), "--out", t / "s"),
+         r"log\.tensorbaord: Extra inputs are not permitted", max_lines=6),
+    Case("tensorboard-config-not-a-bool", lambda t: cli(
+        "train", _config(t, {"tensorboard": "maybe"}), "--model", "cnn"),
+         r"log\.tensorboard: Input should be a valid boolean", max_lines=6),
+    Case("tensorboard-with-scopes", lambda t: cli(
+        "cv", _config(t, {}), "--scopes", t, "--tensorboard"),
+         r"--tensorboard does not reach --scopes runs: set log\.tensorboard"),
     Case("predict-missing-audio", lambda t: cli("predict", RUNS["cnn"], t / "gone.wav"),
          r"1 of 1 files gave no prediction:\s+\S*gone\.wav: unreadable: no such file"),
 ]

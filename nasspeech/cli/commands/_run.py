@@ -19,11 +19,12 @@ def workflow_errors() -> Iterator[None]:
     """Turn expected failures (bad config, run dir, genotype, data) into a clean CLI error."""
     from nasspeech.config import ConfigError
     from nasspeech.data import CorpusError, FeatureError, FoldError
+    from nasspeech.extras import MissingExtraError
     from nasspeech.genotype import GenotypeError
     from nasspeech.workflow.rundir import WorkflowError
 
     try:
         yield
     except (ConfigError, GenotypeError, WorkflowError, CorpusError, FeatureError,
-            FoldError) as exc:
+            FoldError, MissingExtraError) as exc:
         raise CLIError(str(exc)) from None

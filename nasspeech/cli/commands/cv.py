@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nasspeech.cli.commands._run import load_config, workflow_errors
+from nasspeech.cli.commands._tensorboard import add_tensorboard_flag, tensorboard_config
 
 NAME = "cv"
 HELP = "cross-validate: per fold search -> retrain -> test, then mean ± std tables"
@@ -20,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run every scope config in DIR (default examples/scopes: Table 6) "
                         "instead of CONFIG's space, then draw the Fig. 7 scatter")
     p.add_argument("--quiet", action="store_true")
+    add_tensorboard_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_scopes(args)
     with workflow_errors():
         config = load_config(args.config)
+        config = tensorboard_config(config, args.tensorboard)
         data = load_run_data(config, progress=not args.quiet)
         res = run_cv(config, data, args.out or f"runs/{config.name}/cv", folds=args.folds,
                      baselines=tuple(args.baseline), progress=not args.quiet)
@@ -44,6 +47,9 @@ def _run_scopes(args: argparse.Namespace) -> int:
     from nasspeech.cli.main import CLIError
     from nasspeech.workflow.cv import run_scopes
 
+    if args.tensorboard:
+        raise CLIError("--tensorboard does not reach --scopes runs: set log.tensorboard: true "
+                       "in the scope configs")
     configs = sorted(Path(args.scopes).glob("*.yaml"))
     if not configs:
         raise CLIError(f"no *.yaml scope configs in {args.scopes}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nasspeech.cli.commands._run import workflow_errors
+from nasspeech.cli.commands._tensorboard import add_tensorboard_flag
 
 NAME = "demo"
 HELP = ("small emoDARTS search + retrain on the embedded synthetic corpus, compared with the "
@@ -14,11 +15,16 @@ HELP = ("small emoDARTS search + retrain on the embedded synthetic corpus, compa
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="run directory (a fresh one is chosen)")
     p.add_argument("--folds", type=int, nargs="*", default=None, help="folds to run (default all 4)")
+    add_tensorboard_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from nasspeech.workflow.demo import run_demo
 
     with workflow_errors():
-        run_demo(args.out, folds=args.folds)
+        if args.tensorboard:  # checked before the run starts
+            from nasspeech.observe import require_tensorboard
+
+            require_tensorboard()
+        run_demo(args.out, folds=args.folds, tensorboard=args.tensorboard)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nasspeech.cli.commands._run import load_config, workflow_errors
+from nasspeech.cli.commands._tensorboard import add_tensorboard_flag, tensorboard_config
 
 NAME = "search"
 HELP = "DARTS search on one fold's search set (checkpointed every epoch, --resume continues)"
@@ -16,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<name>/fold_K/search)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_tensorboard_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     with workflow_errors():
         config = load_config(args.config)
+        config = tensorboard_config(config, args.tensorboard)
         out = args.out or f"runs/{config.name}/fold_{args.fold}/search"
         data = load_run_data(config, progress=not args.quiet)
         res = run_search(config, data, args.fold, out, resume=args.resume,

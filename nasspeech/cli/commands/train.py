@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nasspeech.cli.commands._run import load_config, workflow_errors
+from nasspeech.cli.commands._tensorboard import add_tensorboard_flag, tensorboard_config
 
 NAME = "train"
 HELP = "retrain a genotype (or a baseline) on a fold's training set and test it"
@@ -18,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--out", default=None, help="run directory (default runs/<name>/fold_K/<model>)")
     p.add_argument("--quiet", action="store_true")
+    add_tensorboard_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     with workflow_errors():
         config = load_config(args.config)
+        config = tensorboard_config(config, args.tensorboard)
         model = args.model or config.train.model
         genotype = None
         if model == "searched":
