@@ -186,3 +186,17 @@ def test_resume_shows_every_epoch_once(tmp_path, monkeypatch):
     assert [s for s, _ in got] == [1, 2, 3]
     assert [v for _, v in got] == pytest.approx([r["train_loss"] for r in log], rel=1e-6)
     assert [i.step for i in acc.Images("genotype")] == [1, 2, 3]
+
+
+def test_logging_changes_no_result(search_and_train, tmp_path):
+    """The same search without TensorBoard: the same alphas and losses, bit for bit (the
+    computation is identical; the logger only reads)."""
+    from nasspeech.workflow.search import run_search
+
+    run = run_search(tiny_config(tensorboard=False), random_data(), 0, tmp_path / "off",
+                     progress=False).run_dir
+    on = search_and_train[0]
+    assert (run / "alpha_history.json").read_text() == (on / "alpha_history.json").read_text()
+    losses = [[json.loads(line)["train_loss"] for line in (d / "log.jsonl").read_text()
+               .splitlines()] for d in (run, on)]
+    assert losses[0] == losses[1]
