@@ -146,8 +146,8 @@ def test_a_cv_run_opens_as_one_board_with_every_fold(tmp_path):
 
     config = tiny_config()
     config = config.model_copy(update={
-        "search": config.search.model_copy(update={"epochs": 2}),
-        "train": config.train.model_copy(update={"epochs": 2})})
+        "search": config.search.model_copy(update={"epochs": 1}),
+        "train": config.train.model_copy(update={"epochs": 1})})
     run_cv(config, random_data(), tmp_path / "cv", baselines=("cnn",), progress=False)
     # what TensorBoard's scalar and image dashboards list for `--logdir cv`
     mux = EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "cv")).Reload()

@@ -50,6 +50,7 @@ def test_the_stand_alone_feature_function_matches_nasspeech(tmp_path, features):
         np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the doc's torch.jit.load
 def test_the_runtime_examples_print_predicts_probabilities(trained_runs, tmp_path, capsys,
                                                           monkeypatch):
     run = trained_runs["searched"]
