@@ -134,6 +134,9 @@ CASES = [
     Case("export-bad-batch", lambda t: cli("export", RUNS["cnn"], "--format", "onnx",
                                            "--out", t / "m.onnx", "--batch", "0"),
          r"batch must be a positive int, got 0"),
+    Case("export-batch-and-dynamic-batch", lambda t: cli(
+        "export", RUNS["cnn"], "--format", "onnx", "--batch", "4", "--dynamic-batch"),
+         r"--batch fixes the batch size and --dynamic-batch accepts any"),
     Case("export-wrong-weights", lambda t: cli(
         "export", _wrong_weights(RUNS["cnn"], t), "--format", "onnx"),
          r"model\.pt: the weights do not load into the 'cnn' model.*missing"),

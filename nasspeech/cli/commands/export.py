@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the contract goes to FILE.json")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="accept any batch size (default: batches of --batch clips)")
-    p.add_argument("--batch", type=int, default=1, help="the fixed batch size (default 1)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="the fixed batch size (default 1; not with --dynamic-batch)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
 
 
@@ -29,9 +30,12 @@ def run(args: argparse.Namespace) -> int:
     from nasspeech.export import ExportError, export_model
     from nasspeech.extras import MissingExtraError
 
+    if args.dynamic_batch and args.batch is not None:
+        raise CLIError("--batch fixes the batch size and --dynamic-batch accepts any: give one")
     try:
         res = export_model(args.model, args.format, args.out, dynamic_batch=args.dynamic_batch,
-                           batch=args.batch, overwrite=args.force)
+                           batch=1 if args.batch is None else args.batch,
+                           overwrite=args.force)
     except (ExportError, MissingExtraError) as exc:
         raise CLIError(str(exc)) from None
     c, v = res.contract, res.contract["verified"]
