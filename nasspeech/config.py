@@ -134,6 +134,14 @@ def _non_finite(value: Any, where: str = "") -> Iterator[str]:
             yield from _non_finite(v, f"{where}.{i}")
 
 
+class LogConfig(_Section):
+    """What a run reports as it goes (observation only: it changes no result, so it is left out
+    of the saved config.yaml and of the resume check, and may differ on a resume)."""
+
+    tensorboard: bool = Field(default=False, description="TensorBoard event files in "
+                              "<run dir>/tensorboard (needs the tensorboard extra)")
+
+
 class RunConfig(_Section):
     """A whole run: what to search, how to search and retrain it, and on which data."""
 
@@ -156,6 +164,8 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="retraining")
     data: DataConfig = Field(default_factory=DataConfig, description="corpus, folds, features "
                                                                      "(docs/data.md)")
+    log: LogConfig = Field(default_factory=LogConfig, exclude=True,
+                           description="observation only: not saved, not checked when a run resumes")
 
     @model_validator(mode="before")
     @classmethod

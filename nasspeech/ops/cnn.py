@@ -150,14 +150,17 @@ class FactorizedReduce(nn.Module):
         # conv_2 on x shifted by one pixel, as a 2x2 stride-2 kernel with only its bottom-right
         # tap: no slice (a slice's gradient comes back NCHW, and copying it is slow)
         w2 = F.pad(self.conv_2.weight, (1, 0, 1, 0))
-        narrow = onednn_narrow_conv_hazard(x)
+        narrow = onednn_narrow_conv_hazard(x) and not torch.jit.is_tracing()  # no backward
         channels_last = narrow and not x.is_contiguous()
         if narrow:  # input and weights in plain strides: oneDNN takes its plain-layout kernel
             x, w1, w2 = _plain_strides(x), _plain_strides(w1), _plain_strides(w2)
         a = F.conv2d(x, w1, None, 2)
         if x.shape[2] < 2 or x.shape[3] < 2:  # nothing left after the offset: zero padding
             x = F.pad(x, (0, 1, 0, 1))
-        b = F.conv2d(x, w2, None, 2)
+        if torch.jit.is_tracing():  # export (ONNX/TorchScript) needs a kernel of static shape
+            b = F.conv2d(x[:, :, 1:, 1:], self.conv_2.weight, None, 2)
+        else:
+            b = F.conv2d(x, w2, None, 2)
         dh, dw = a.shape[2] - b.shape[2], a.shape[3] - b.shape[3]
         if dh or dw:
             b = F.pad(b, (0, dw, 0, dh))

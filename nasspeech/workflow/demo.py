@@ -36,13 +36,17 @@ def fresh_dir(base: str | Path) -> Path:
 
 def run_demo(out_dir: str | Path = "runs/demo", folds: list[int] | None = None,
              progress: bool = True, resume: bool = False, restart: bool = False,
-             threads: int | None = None) -> CVResult:
+             threads: int | None = None, tensorboard: bool = False) -> CVResult:
     """The demo cv into a fresh directory beside ``out_dir`` (or into ``out_dir`` itself with
     ``resume``/``restart``); prints the tables and where the plots are."""
     t0 = time.perf_counter()
     config = demo_config()
     if threads is not None:
         config = config.model_copy(update={"threads": threads})
+    if tensorboard:  # every fold's search, retrain and baseline in one TensorBoard
+        from nasspeech.observe import with_tensorboard
+
+        config = with_tensorboard(config)
     out = Path(out_dir) if resume or restart else fresh_dir(out_dir)
     data = load_run_data(config, progress=progress)
     result = run_cv(config, data, out, folds=folds, baselines=("cnn_lstm_att",),
@@ -58,6 +62,8 @@ def run_demo(out_dir: str | Path = "runs/demo", folds: list[int] | None = None,
         lines.append(f"  plot: {png}")
     lines.append(f"  (the same plots for every fold under {out}/fold_*/; tables: "
                  f"{out / 'results.md'}, {out / 'results.json'})")
+    if tensorboard:
+        lines.append(f"  TensorBoard: tensorboard --logdir {out}")
     lines.append(f"done in {minutes:.1f} min")
     print("\n".join(lines))
     return result

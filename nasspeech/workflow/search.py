@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from nasspeech.config import RunConfig
 from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write
+from nasspeech.observe import TensorBoardLog
 from nasspeech.search import Architect, NonFiniteLossError, predict, search_step
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
@@ -112,6 +113,7 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
             **split.summary})
     config.save(run_dir / "config.yaml")  # the settings in effect
     log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
+    tb = TensorBoardLog.open(config, run_dir, start)  # None unless log.tensorboard
     end = sc.epochs if stop_after is None else min(sc.epochs, stop_after)
     steps = len(train_stream)
     bar = tqdm(total=sc.epochs * steps, initial=min(start, sc.epochs) * steps,
@@ -163,6 +165,9 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                 **({"config_changes": changes} if changes else {})})
             changes = {}  # logged with the first epoch after the resume
             write_json(run_dir / "alpha_history.json", history)
+            if tb is not None:  # the epoch's record, alphas and genotype to TensorBoard
+                tb.search_epoch(log.records()[-1], history[-1], genotype, pred, true,
+                                architect.optimizer.param_groups[0]["lr"])
             stopped = report.stop
             save_checkpoint(run_dir / CHECKPOINT, {
                 "kind": "search", "epoch": epoch + 1, "fold": fold,
@@ -182,6 +187,8 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
         bar.close()
         if aux:
             aux.remove()
+        if tb is not None:
+            tb.close()
     genotype = model.genotype()
     if len(history) >= sc.epochs or stopped:
         finish_search(run_dir, genotype, history, config)

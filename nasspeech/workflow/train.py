@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from nasspeech.config import RunConfig
 from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write, atomic_write_with
+from nasspeech.observe import TensorBoardLog
 from nasspeech.search import NonFiniteLossError, predict, weight_step
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
@@ -124,6 +125,7 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
         atomic_write(run_dir / "genotype.json", genotype.to_json())
     config.save(run_dir / "config.yaml")
     log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
+    tb = TensorBoardLog.open(config, run_dir, start)  # None unless log.tensorboard
     amp = autocast(device, config.amp)
     bar = tqdm(total=tc.epochs * len(stream), initial=min(start, tc.epochs) * len(stream),
                disable=not progress, unit="step", desc=f"train {name} fold {fold}",
@@ -154,10 +156,12 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
                 "kind": "train", "epoch": epoch + 1, "fold": fold,
                 "config": config.model_dump(mode="json"), **identity,
                 "model": model.state_dict(), "optimizer": opt.state_dict()})
+            if tb is not None:
+                tb.train_epoch(log.records()[-1])
     finally:
         bar.close()
     return TrainResult(run_dir, _evaluate(config, data, split, run_dir, model, name, log,
-                                          len(indices), progress))
+                                          len(indices), progress, tb))
 
 
 def _nan_message(exc: Exception, epoch: int, run_dir: Path) -> str:
@@ -169,7 +173,8 @@ def _nan_message(exc: Exception, epoch: int, run_dir: Path) -> str:
 
 
 def _evaluate(config: RunConfig, data: RunData, split: Any, run_dir: Path, model: nn.Module,
-              name: str, log: JsonlLog, n_train: int, progress: bool) -> dict[str, Any]:
+              name: str, log: JsonlLog, n_train: int, progress: bool,
+              tb: TensorBoardLog | None = None) -> dict[str, Any]:
     """Test on every sample of the fold's test part; metrics.json, model.pt and the plots."""
     from nasspeech.metrics import classification_report, count_parameters
     from nasspeech.plots import plot_confusion, plot_training_curves
@@ -189,6 +194,9 @@ def _evaluate(config: RunConfig, data: RunData, split: Any, run_dir: Path, model
     state = model.state_dict()
     atomic_write_with(run_dir / "model.pt", lambda fh: torch.save(state, fh), fsync=True)
     write_json(run_dir / "metrics.json", metrics)
+    if tb is not None:
+        tb.train_result(metrics, config.train.epochs)
+        tb.close()
     try_plot("the confusion matrix", lambda: plot_confusion(
         report["confusion"], data.class_names, run_dir / "confusion.png",
         title=f"{name}, fold {split.index}: UA {report['ua']:.1%}"), run_dir / "confusion.png")

@@ -189,7 +189,7 @@ CASES = [
         r"data\.features\.duration: Input should be a finite number"),
     Case("cli-features-label-map-typo", lambda t: features_config(
         t, "{corpus: iemocap, root: /x, label_map: {fru: angre}}"),
-        r"data\.label_map: Value error, label_map: 'fru' -> 'angre' is not a class"),
+        r"data\.label_map: label_map: 'fru' -> 'angre' is not a class"),
     Case("cli-features-latin-1-manifest", lambda t: cli(
         "features", "--manifest", manifest(t, "a.wav,anger,Jos\u00e9\n", encoding="latin-1"),
         "--quiet", "--cache-dir", t / "c"),

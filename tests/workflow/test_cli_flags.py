@@ -119,12 +119,27 @@ def command_module(command: str) -> str:
     return next(m.__name__ for m in _command_modules() if m.NAME == command)
 
 
+#: Flags of other programs that messages quote (``tensorboard --logdir DIR``).
+FOREIGN = {"--logdir"}
+
+#: (command, module) pairs whose import link carries no message to that command: export and
+#: predict only read a finished run directory (they import workflow.train for build_model,
+#: never open, resume or restart a run), and predict never writes an export.
+UNREACHABLE = {
+    (cmd, mod) for cmd in ("export", "predict") for mod in (
+        "nasspeech.workflow.rundir", "nasspeech.workflow.resume", "nasspeech.workflow.train",
+        "nasspeech.observe.tensorboard")
+} | {("predict", "nasspeech.export.exporter")}
+
+
 def missing_flags() -> list[str]:
     problems = []
     for command, flags in command_flags().items():
         for name in sorted(closure(command_module(command))):
+            if (command, name) in UNREACHABLE:
+                continue
             for line, flag, text in suggested_flags(tree(name)):
-                if flag not in flags:
+                if flag not in flags and flag not in FOREIGN:
                     problems.append(f"{MODULES[name].relative_to(PKG.parent)}:{line}: {flag} "
                                     f"is not an option of `nasspeech {command}`: {text!r}")
     return problems

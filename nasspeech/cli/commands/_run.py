@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from nasspeech.cli.commands._tensorboard import add_tensorboard_flag, tensorboard_config
 from nasspeech.cli.main import CLIError
 
 
@@ -34,17 +35,19 @@ def add_run_arguments(p: argparse.ArgumentParser, what: str) -> None:
                    help="CPU threads of torch (default: the config's threads, else torch's "
                         "choice); results depend slightly on it")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_tensorboard_flag(p)
 
 
 def load_config(path: str, args: argparse.Namespace | None = None) -> Any:
-    """The validated run config, with ``--threads`` applied."""
+    """The validated run config, with ``--threads`` and ``--tensorboard`` applied (the
+    tensorboard package is checked now, before the run starts)."""
     from nasspeech.config import RunConfig
 
     config = RunConfig.load(path)
     threads = getattr(args, "threads", None)
     if threads is not None:
         config = config.model_copy(update={"threads": threads})
-    return config
+    return tensorboard_config(config, bool(getattr(args, "tensorboard", False)))
 
 
 def check_fold(config: Any, fold: int, flag: str) -> None:
@@ -59,6 +62,7 @@ def workflow_errors() -> Iterator[None]:
     """Turn expected failures (bad config, run dir, genotype, data) into a clean CLI error."""
     from nasspeech.config import ConfigError
     from nasspeech.data import CorpusError, FeatureError, FoldError
+    from nasspeech.extras import MissingExtraError
     from nasspeech.genotype import GenotypeError
     from nasspeech.workflow.imports import ModuleImportError
     from nasspeech.workflow.rundir import WorkflowError
@@ -66,5 +70,5 @@ def workflow_errors() -> Iterator[None]:
     try:
         yield
     except (ConfigError, GenotypeError, WorkflowError, CorpusError, FeatureError,
-            FoldError, ModuleImportError) as exc:
+            FoldError, ModuleImportError, MissingExtraError) as exc:
         raise CLIError(str(exc)) from None

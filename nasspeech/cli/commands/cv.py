@@ -50,6 +50,9 @@ def _run_scopes(args: argparse.Namespace) -> int:
     from nasspeech.cli.main import CLIError
     from nasspeech.workflow.cv import run_scopes
 
+    if args.tensorboard:
+        raise CLIError("--tensorboard does not reach --scopes runs: set log.tensorboard: true "
+                       "in the scope configs")
     configs = sorted(Path(args.scopes).glob("*.yaml"))
     if not configs:
         raise CLIError(f"no *.yaml scope configs in {Path(args.scopes).resolve()}")

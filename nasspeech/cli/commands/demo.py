@@ -23,6 +23,10 @@ def run(args: argparse.Namespace) -> int:
     from nasspeech.workflow.demo import run_demo
 
     with workflow_errors():
+        if args.tensorboard:  # checked before the run starts
+            from nasspeech.observe import require_tensorboard
+
+            require_tensorboard()
         run_demo(args.out, folds=args.folds, progress=not args.quiet, resume=args.resume,
-                 restart=args.restart, threads=args.threads)
+                 restart=args.restart, threads=args.threads, tensorboard=args.tensorboard)
     return 0
