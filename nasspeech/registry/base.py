@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import difflib
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from nasspeech.registry.context import current_source
 
 __all__ = ["BUILTIN_SOURCE", "DuplicateNameError", "Registry", "UnknownNameError",
            "did_you_mean", "source_of"]
@@ -73,6 +76,19 @@ class Registry(Generic[T]):
         self._entries: dict[Hashable, T] = {}
         self._sources: dict[Hashable, str] = {}
         self._lock = threading.RLock()
+        _INSTANCES.add(self)
+
+    # -- snapshots (a plugin that fails to load leaves nothing behind) -----------------
+    def snapshot(self) -> tuple[dict[Hashable, T], dict[Hashable, str]]:
+        with self._lock:
+            return dict(self._entries), dict(self._sources)
+
+    def restore(self, snapshot: tuple[dict[Hashable, T], dict[Hashable, str]]) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._entries.update(snapshot[0])
+            self._sources.clear()
+            self._sources.update(snapshot[1])
 
     # -- naming ------------------------------------------------------------------------
     def label(self, key: Hashable) -> str:
@@ -87,7 +103,7 @@ class Registry(Generic[T]):
     def add(self, key: Hashable, entry: T, *, override: bool = False,
             source: str | None = None) -> T:
         """Register ``entry`` under ``key``; a taken key needs ``override=True``."""
-        source = source or getattr(entry, "source", None) or source_of(entry)
+        source = source or getattr(entry, "source", None) or current_source() or source_of(entry)
         with self._lock:
             if key in self._entries and not override:
                 raise self.duplicate_error(
@@ -106,7 +122,7 @@ class Registry(Generic[T]):
         def decorator(obj: F) -> F:
             entry = make(obj) if make is not None else obj
             self.add(key, entry, override=override,  # type: ignore[arg-type]
-                     source=getattr(entry, "source", None) or source_of(obj))
+                     source=getattr(entry, "source", None) or current_source() or source_of(obj))
             return obj
 
         return decorator
@@ -148,3 +164,11 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+_INSTANCES: weakref.WeakSet[Registry[Any]] = weakref.WeakSet()
+
+
+def all_registries() -> list[Registry[Any]]:
+    """Every registry alive in this process (the plugin loader snapshots them)."""
+    return list(_INSTANCES)

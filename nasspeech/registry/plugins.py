@@ -19,8 +19,8 @@ import types
 from importlib import metadata
 from typing import Any
 
+from nasspeech.registry.base import all_registries
 from nasspeech.registry.context import PluginSession, loading_plugin, registering_as
-from nasspeech.registry.family import FAMILIES
 from nasspeech.registry.notices import NasspeechWarning, warn_once
 from nasspeech.registry.operation import DuplicateOpError, Operation
 from nasspeech.registry.validation import check_op
@@ -74,7 +74,8 @@ def load_plugins(registry: OpRegistry) -> list[str]:
         dist = _distribution_name(ep)
         where = f"plugin {dist!r} (entry point {ep.name} = {ep.value})"
         before = dict(registry._ops)
-        families_before = dict(FAMILIES._entries)
+        others = {r: r.snapshot() for r in all_registries() if r is not registry
+                  and not hasattr(r, "_rejected")}  # families, hand-overs, baselines...
         session = PluginSession()
         try:
             with registering_as(dist, registry), loading_plugin(session):
@@ -95,7 +96,8 @@ def load_plugins(registry: OpRegistry) -> list[str]:
             registry.note_failed_plugin(f"plugin {dist!r}", reason)
             warn_once(f"{where} failed to load and was skipped: {reason}", PluginWarning)
             _restore(registry, before)
-            _restore_families(families_before)
+            for other, snapshot in others.items():
+                other.restore(snapshot)
             continue
         new_ops = [op for key, op in registry._ops.items() if before.get(key) is not op]
         _first_load.setdefault((dist, ep.value), new_ops + [op for op, _ in session.duplicates])
@@ -136,11 +138,3 @@ def _restore(registry: OpRegistry, before: dict[tuple[str, str], Operation]) -> 
     for op in before.values():
         registry.add(op, override=True)
 
-
-def _restore_families(before: dict[Any, Any]) -> None:
-    """Undo the families a failed plugin registered."""
-    for name in list(FAMILIES._entries):
-        if name not in before:
-            FAMILIES.remove(name)
-    for name, family in before.items():
-        FAMILIES.add(name, family, override=True, source=family.source)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nasspeech.registry import FAMILIES, Registry, UnknownNameError, source_of
+from nasspeech.registry.context import current_source
 
 HandoverFactory = Callable[..., nn.Module]
 
@@ -56,7 +57,7 @@ def register_handover(
     def make(factory: HandoverFactory) -> Handover:
         doc = (factory.__doc__ or "").strip().splitlines()
         return Handover(name, factory, description or (doc[0] if doc else ""),
-                        source_of(factory))
+                        current_source() or source_of(factory))
 
     return HANDOVERS.register(name, override=override, make=make)
 
