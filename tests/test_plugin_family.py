@@ -32,6 +32,14 @@ def tdnn(monkeypatch):
         del sys.modules[name]
 
 
+def declare_plugin(root: Path, dist: str, module: str) -> None:
+    """An installed-looking ``dist`` whose ``nasspeech.ops`` entry point is ``module``."""
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[nasspeech.ops]\nops = {module}\n")
+
+
 def space() -> SearchSpace:
     return SearchSpace(name="cnn_tdnn", input_shape=(1, 8, 12), num_classes=3, components=[
         dict(name="cnn", family="cnn", ops=["sep_conv_3x3", "max_pool_3x3", "skip_connect",
@@ -88,10 +96,7 @@ def test_plugin_family_loads_through_the_entry_point(tdnn, tmp_path, monkeypatch
     FAMILIES.remove("tdnn")
     HANDOVERS.remove("tdnn_fold_frequency")
     HANDOVERS.remove("tdnn_mean_over_time")
-    info = tmp_path / "nasspeech_tdnn-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nasspeech-tdnn\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[nasspeech.ops]\ntdnn = nasspeech_tdnn.family\n")
+    declare_plugin(tmp_path, "nasspeech-tdnn", "nasspeech_tdnn.family")
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = OpRegistry()
     registry._loaded = True
@@ -109,10 +114,7 @@ def test_a_family_plugin_that_breaks_leaves_no_family_behind(tmp_path, monkeypat
         "from nasspeech import Family, register_family\n"
         "class Half(Family):\n    name = 'halfway'\n    rank = 2\n"
         "register_family(Half)\nraise RuntimeError('broken after its family')\n")
-    info = tmp_path / "halfway-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: halfway\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[nasspeech.ops]\nops = halfway\n")
+    declare_plugin(tmp_path, "halfway", "halfway")
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = OpRegistry()
     registry._loaded = True
