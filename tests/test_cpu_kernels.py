@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from nasspeech.ops.batchnorm import SearchBatchNorm2d, use_search_batchnorm
-from nasspeech.ops.depthwise import DepthwiseConv2d
-from nasspeech.ops.kernels import reference_kernels
+from nasspeech.kernels.batchnorm import SearchBatchNorm2d, use_search_batchnorm
+from nasspeech.kernels.depthwise import DepthwiseConv2d
+from nasspeech.kernels.dispatch import reference_kernels
 from nasspeech.registry import get_op
 from nasspeech.space.families import CnnLayout
 from nasspeech.space.mixed_op import MixedOp
@@ -129,7 +129,7 @@ def test_avg_pool_as_convolution_matches_pytorch(stride, size):
 
 def test_relu_then_passes_other_saved_tensors_to_outer_hooks():
     """The memory estimator's own saved-tensor hook must still see what ops keep."""
-    from nasspeech.ops.relu import relu_then
+    from nasspeech.kernels.relu import relu_then
 
     conv = nn.Conv2d(3, 3, 3, padding=1)
     x = torch.randn(2, 3, 5, 5, requires_grad=True)

@@ -1,4 +1,5 @@
-"""A small registry of baseline models: name -> factory ``(input_shape, num_classes, **options)``."""
+"""The baseline registry: name -> factory ``(input_shape, num_classes, **options)``, a
+:class:`~nasspeech.registry.Registry` like those of ops, families and hand-overs."""
 
 from __future__ import annotations
 
@@ -8,48 +9,47 @@ from typing import TypeVar
 
 from torch import nn
 
+from nasspeech.registry import Registry, UnknownNameError
+
 BaselineFactory = Callable[..., nn.Module]
 F = TypeVar("F", bound=BaselineFactory)
 
-_BASELINES: dict[str, BaselineFactory] = {}
 
-
-class UnknownBaselineError(KeyError):
+class UnknownBaselineError(UnknownNameError):
     """``build_baseline`` was asked for a name no one registered."""
 
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0])
+
+#: The process-wide baseline registry.
+BASELINES: Registry[BaselineFactory] = Registry("baseline", unknown_error=UnknownBaselineError)
 
 
-def register_baseline(name: str, *, replace: bool = False) -> Callable[[F], F]:
+def register_baseline(name: str, *, override: bool = False,
+                      replace: bool | None = None) -> Callable[[F], F]:
     """Decorator: register ``factory(input_shape, num_classes, **options) -> nn.Module`` (a
     function or an ``nn.Module`` class) under ``name``. The model must return logits
-    (B, num_classes). A taken name raises ``ValueError`` unless ``replace=True``."""
+    (B, num_classes). A taken name raises ``ValueError`` unless ``override=True``
+    (``replace=`` is its former spelling)."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"a baseline name must be a non-empty string, got {name!r}")
+    override = override or bool(replace)
 
     def decorator(factory: F) -> F:
         if not callable(factory):
             raise TypeError(f"baseline {name!r}: {factory!r} is not callable")
-        if name in _BASELINES and not replace:
-            raise ValueError(f"baseline {name!r} is already registered "
-                             f"(by {_BASELINES[name]!r}); pass replace=True to override it")
-        _BASELINES[name] = factory
-        return factory
+        return BASELINES.register(name, override=override)(factory)
 
     return decorator
 
 
 def unregister_baseline(name: str) -> None:
     """Remove a registered baseline (e.g. one a test added)."""
-    if name not in _BASELINES:
-        raise UnknownBaselineError(f"no baseline named {name!r}; known: {list_baselines()}")
-    del _BASELINES[name]
+    BASELINES.get(name)  # unknown: UnknownBaselineError naming the known ones
+    BASELINES.remove(name)
 
 
 def list_baselines() -> list[str]:
     """Registered names, built-ins first, in registration order."""
-    return list(_BASELINES)
+    return [str(n) for n in BASELINES.names()]
 
 
 def check_input_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -68,13 +68,11 @@ def build_baseline(name: str, input_shape: tuple[int, ...], num_classes: int,
     The model maps (B, C, F, T) to logits (B, num_classes), one row per sample; the paper's
     final softmax is the one over the class axis applied by ``CrossEntropyLoss`` (training)
     and by ``softmax(logits, dim=1)`` / ``argmax(dim=1)`` (prediction)."""
-    if name not in _BASELINES:
-        raise UnknownBaselineError(f"no baseline named {name!r}; known: {list_baselines()}")
+    factory = BASELINES.get(name)
     check_input_shape(input_shape)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"baseline {name!r}: num_classes must be an int >= 2, "
                          f"got {num_classes!r}")
-    factory = _BASELINES[name]
     _check_options(name, factory, options)
     return factory(tuple(input_shape), num_classes, **options)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from nasspeech.genotype.model import CellGenotype
+from nasspeech.genotype.cell import CellGenotype
 
 
 def node_label(index: int) -> str:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt
 import networkx as nx
+from matplotlib.figure import Figure
 
+from nasspeech.genotype.cell import ComponentGenotype
 from nasspeech.genotype.graph import cell_graph
-from nasspeech.genotype.model import Genotype
+from nasspeech.plots._common import plt, save
+
+
+class HasComponents(Protocol):
+    """A :class:`~nasspeech.genotype.Genotype` (what the plot reads of it)."""
+
+    @property
+    def components(self) -> Sequence[ComponentGenotype]: ...
 
 _COLOURS = {"input": "#9ecae1", "intermediate": "#fdd0a2", "output": "#a1d99b"}
 
@@ -30,7 +37,8 @@ def plot_labels(g: nx.DiGraph) -> dict[str, str]:
             for n, d in g.nodes(data=True)}
 
 
-def plot_genotype(genotype: Genotype, path: str | Path | None = None, title: str | None = None):
+def plot_genotype(genotype: HasComponents, path: str | Path | None = None,
+                  title: str | None = None) -> Figure:
     """One panel per cell kind per component (like Fig. 6 of the emoDARTS paper)."""
     panels = [(c, kind) for c in genotype.components for kind in c.cells]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
@@ -53,8 +61,5 @@ def plot_genotype(genotype: Genotype, path: str | Path | None = None, title: str
         fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save(fig, path)
     return fig

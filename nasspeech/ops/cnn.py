@@ -1,217 +1,28 @@
 """Built-in ``cnn`` candidate ops, following the DARTS definitions (ReLU -> conv -> BN).
 
-Every op maps (B, C, H, W) -> (B, C, ceil(H/s), ceil(W/s)) for stride s in {1, 2}.
+Every op maps (B, C, H, W) -> (B, C, ceil(H/s), ceil(W/s)) for stride s in {1, 2}; the
+modules are in :mod:`nasspeech.ops.blocks`. Importing this module registers the ops.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensor
 
-from nasspeech.ops.depthwise import DepthwiseConv2d, depthwise_conv2d
-from nasspeech.ops.kernels import fast_cpu_path
-from nasspeech.ops.layout import channels_last_grad
-from nasspeech.ops.relu import relu_then
+from nasspeech.kernels.onednn import onednn_narrow_conv_hazard
+from nasspeech.ops.blocks import (
+    AvgPool3x3,
+    Conv7x1x1x7,
+    DilConv,
+    FactorizedReduce,
+    ReLUConvBN,
+    SepConv,
+    Zero,
+)
 from nasspeech.registry import register_op
 
-
-class ReLULed(nn.Sequential):
-    """A Sequential that starts with a ReLU; the ReLU's output is not kept for the backward
-    pass but recomputed (:func:`nasspeech.ops.relu.relu_then`)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self[0]
-        if not isinstance(first, nn.ReLU) or first.inplace:
-            return super().forward(x)
-        return relu_then(x, self._after_relu)
-
-    def _after_relu(self, x: torch.Tensor) -> torch.Tensor:
-        for module in list(self)[1:]:
-            x = module(x)
-        return x
-
-
-class ReLUConvBN(ReLULed):
-    """ReLU -> Conv2d -> BatchNorm (the DARTS preprocessing block)."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(c_out),
-        )
-
-
-class DilConv(ReLULed):
-    """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN."""
-
-    def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int,
-        relu_inplace: bool = False,
-    ) -> None:
-        super().__init__(
-            nn.ReLU(inplace=relu_inplace),
-            DepthwiseConv2d(c_in, kernel, stride, padding, dilation),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out),
-        )
-
-
-class SepConv(nn.Sequential):
-    """Two depthwise-separable blocks; the first carries the stride.
-
-    The second block's ReLU runs in place on the first block's BatchNorm output when that
-    BatchNorm keeps its input (affine); search cells use BatchNorms that keep their output
-    and turn the in-place ReLU off (:mod:`nasspeech.ops.batchnorm`).
-    """
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
-        super().__init__(
-            DilConv(c_in, c_in, kernel, stride, padding, dilation=1),
-            DilConv(c_in, c_out, kernel, 1, padding, dilation=1, relu_inplace=True),
-        )
-
-
-class Conv7x1x1x7(ReLULed):
-    """ReLU -> (1x7) conv -> (7x1) conv -> BN, stride on one axis each so shapes match."""
-
-    def __init__(self, channels: int, stride: int) -> None:
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(channels, channels, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
-            nn.Conv2d(channels, channels, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
-            nn.BatchNorm2d(channels),
-        )
-
-
-class AvgPool3x3(nn.AvgPool2d):
-    """3x3 average pooling, padding excluded from the mean (``nn.AvgPool2d``'s parameters).
-
-    On CPU it runs as a depthwise convolution with a ones kernel, scaled by the reciprocal
-    window counts: oneDNN's pooling is several times slower than its depthwise convolution
-    for the few channels of DARTS cells.
-    """
-
-    def __init__(self, stride: int = 1) -> None:
-        super().__init__(3, stride=stride, padding=1, count_include_pad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not fast_cpu_path(x) or x.dim() != 4:
-            return super().forward(x)
-        ones = torch.ones(x.shape[1], 1, 3, 3, dtype=x.dtype)
-        y = depthwise_conv2d(x, ones, (self.stride, self.stride), (1, 1), (1, 1))
-        # the number of in-image pixels under each window (a small H x W map)
-        counts = F.conv2d(torch.ones(1, 1, *x.shape[-2:], dtype=x.dtype), ones[:1],
-                          stride=self.stride, padding=1)
-        return y.mul_(counts.reciprocal_())
-
-
-class Identity(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-class Zero(nn.Module):
-    """The ``none`` op: zeros of the output shape (a mixed op skips it instead)."""
-
-    def __init__(self, stride: int = 1) -> None:
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride == 1:
-            return x.mul(0.0)
-        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
-
-
-class FactorizedReduce(nn.Module):
-    """Halve the spatial size with two offset 1x1 stride-2 convs, concatenated (DARTS).
-
-    For odd sizes the offset path's output is zero-padded on the bottom/right (what a
-    zero-padded input would give, as the convs have no bias), so both give ceil(H/2).
-    """
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out - c_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.relu.inplace:
-            return self._reduce(self.relu(x))
-        return relu_then(x, self._reduce)
-
-    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
-        w1 = self.conv_1.weight
-        # conv_2 on x shifted by one pixel, as a 2x2 stride-2 kernel with only its bottom-right
-        # tap: no slice (a slice's gradient comes back NCHW, and copying it is slow)
-        w2 = F.pad(self.conv_2.weight, (1, 0, 1, 0))
-        narrow = onednn_narrow_conv_hazard(x) and not torch.jit.is_tracing()  # no backward
-        channels_last = narrow and not x.is_contiguous()
-        if narrow:  # input and weights in plain strides: oneDNN takes its plain-layout kernel
-            x, w1, w2 = _plain_strides(x), _plain_strides(w1), _plain_strides(w2)
-        a = F.conv2d(x, w1, None, 2)
-        if x.shape[2] < 2 or x.shape[3] < 2:  # nothing left after the offset: zero padding
-            x = F.pad(x, (0, 1, 0, 1))
-        if torch.jit.is_tracing():  # export (ONNX/TorchScript) needs a kernel of static shape
-            b = F.conv2d(x[:, :, 1:, 1:], self.conv_2.weight, None, 2)
-        else:
-            b = F.conv2d(x, w2, None, 2)
-        dh, dw = a.shape[2] - b.shape[2], a.shape[3] - b.shape[3]
-        if dh or dw:
-            b = F.pad(b, (0, dw, 0, dh))
-        if narrow:
-            out = torch.cat([_PlainGrad.apply(a), _PlainGrad.apply(b)], dim=1)
-            if channels_last:  # hand on the layout the cell runs in
-                out = out.contiguous(memory_format=torch.channels_last)
-            return self.bn(out)
-        return self.bn(torch.cat([channels_last_grad(a), channels_last_grad(b)], dim=1))
-
-
-class _PlainGrad(torch.autograd.Function):
-    """Identity whose backward hands on the gradient in row-major strides (a channels-last
-    gradient would pull the conv's backward back onto the channels-last kernel)."""
-
-    @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return _plain_strides(grad)
-
-
-def _plain_strides(t: torch.Tensor) -> torch.Tensor:
-    """``t`` with row-major strides. ``contiguous()`` is not enough: a 1x1 conv weight in
-    channels-last strides counts as contiguous, and oneDNN picks its layout from the strides."""
-    expected, step = [], 1
-    for size in reversed(t.shape):
-        expected.insert(0, step)
-        step *= size
-    if list(t.stride()) == expected:
-        return t
-    return t.clone(memory_format=torch.contiguous_format)
-
-
-#: Fewest input channels for which oneDNN's channels-last strided 1x1 conv backward is safe.
-ONEDNN_SAFE_CHANNELS = 8
-
-
-def onednn_narrow_conv_hazard(x: torch.Tensor) -> bool:
-    """Whether a strided 1x1 conv of ``x`` would hit a oneDNN heap corruption.
-
-    With one intra-op thread, the CPU build of torch 2.13 corrupts the heap on some CPUs
-    (AMD EPYC seen) in the backward of a channels-last 1x1 stride-2 ``Conv2d`` with 2, 4 or 6
-    input channels (values right, then the process dies). Such narrow convs run in the
-    contiguous layout instead: the same convolution, another oneDNN kernel. Real CPU tensors
-    only (the memory estimator's fake tensors trace what a GPU runs).
-    """
-    return (x.device.type == "cpu" and not isinstance(x, FakeTensor)
-            and x.dim() == 4 and x.shape[1] < ONEDNN_SAFE_CHANNELS)
+# the blocks stay importable from here (their home before nasspeech.ops.blocks)
+__all__ = ["AvgPool3x3", "Conv7x1x1x7", "DilConv", "FactorizedReduce", "ReLUConvBN", "SepConv",
+           "Zero", "onednn_narrow_conv_hazard"]
 
 
 @register_op("cnn", "none", parametric=False, is_zero=True)
@@ -220,10 +31,10 @@ def none(channels: int, stride: int = 1) -> nn.Module:
     return Zero(stride)
 
 
-@register_op("cnn", "skip_connect", parametric=False, tags=("skip",))
+@register_op("cnn", "skip_connect", parametric=False, identity=True, tags=("skip",))
 def skip_connect(channels: int, stride: int = 1) -> nn.Module:
     """Identity; factorized reduce at stride 2."""
-    return Identity() if stride == 1 else FactorizedReduce(channels, channels)
+    return nn.Identity() if stride == 1 else FactorizedReduce(channels, channels)
 
 
 @register_op("cnn", "max_pool_3x3", parametric=False, tags=("pool",))

@@ -1,33 +1,5 @@
-"""When the toolkit's CPU-specific kernels run.
+"""Moved to :mod:`nasspeech.kernels.dispatch`; this path keeps working."""
 
-Some ops have a faster CPU path (depthwise-convolution backward, average pooling as a
-convolution, gradient layout guards). They run on real CPU tensors only: GPUs, fake and meta
-tensors (the memory estimator's traces model what a GPU runs) and code inside
-:func:`reference_kernels` take PyTorch's own kernels.
-"""
+from nasspeech.kernels.dispatch import fast_cpu_path, reference_kernels
 
-from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
-
-import torch
-from torch._subclasses.fake_tensor import FakeTensor
-
-_FAST_CPU = True
-
-
-@contextlib.contextmanager
-def reference_kernels() -> Iterator[None]:
-    """Run the toolkit's ops with PyTorch's own kernels (what a GPU runs)."""
-    global _FAST_CPU
-    previous, _FAST_CPU = _FAST_CPU, False
-    try:
-        yield
-    finally:
-        _FAST_CPU = previous
-
-
-def fast_cpu_path(x: torch.Tensor) -> bool:
-    """Whether the CPU-specific kernels apply to ``x`` (a real CPU tensor)."""
-    return _FAST_CPU and x.device.type == "cpu" and not isinstance(x, FakeTensor)
+__all__ = ["fast_cpu_path", "reference_kernels"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasspeech.ops.cnn import Identity
+from nasspeech.ops.blocks import Zero
 from nasspeech.registry import register_op
 
 _RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "rnn": nn.RNN}
@@ -66,13 +66,6 @@ class RecurrentAttention(nn.Module):
         return self.norm(h + context)
 
 
-class Zero(nn.Module):
-    """The ``none`` op: zeros of the input's shape."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mul(0.0)
-
-
 def _recurrent_factory(kind: str, layers: int, attention: bool):
     cls = RecurrentAttention if attention else Recurrent
 
@@ -108,10 +101,10 @@ def _register_recurrent() -> None:
 _register_recurrent()
 
 
-@register_op("seq", "skip_connect", parametric=False, tags=("skip",))
+@register_op("seq", "skip_connect", parametric=False, identity=True, tags=("skip",))
 def skip_connect(channels: int, stride: int = 1) -> nn.Module:
     """Identity."""
-    return Identity()
+    return nn.Identity()
 
 
 @register_op("seq", "none", parametric=False, is_zero=True)

@@ -1,9 +1,9 @@
-"""Discovery of op plugins through the ``nasspeech.ops`` entry-point group.
+"""Discovery of plugins through the ``nasspeech.ops`` entry-point group.
 
 A plugin distribution declares, in its ``pyproject.toml``::
 
     [project.entry-points."nasspeech.ops"]
-    my_ops = "my_package.ops"          # a module whose import registers ops
+    my_ops = "my_package.ops"          # a module whose import registers ops (and families)
 
 The target may also be a callable, which is called with no arguments. Every op a plugin
 registers is smoke-tested (built and run on tiny inputs); an op that fails is dropped
@@ -17,17 +17,16 @@ from __future__ import annotations
 import os
 import types
 from importlib import metadata
+from typing import Any
 
+from nasspeech.registry.base import all_registries
+from nasspeech.registry.context import PluginSession, loading_plugin, registering_as
 from nasspeech.registry.notices import NasspeechWarning, warn_once
-from nasspeech.registry.operation import Operation
-from nasspeech.registry.registry import (
-    DuplicateOpError,
-    OpRegistry,
-    PluginSession,
-    loading_plugin,
-    registering_as,
-)
+from nasspeech.registry.operation import DuplicateOpError, Operation
 from nasspeech.registry.validation import check_op
+
+#: An :class:`~nasspeech.registry.registry.OpRegistry` (which imports this module).
+OpRegistry = Any
 
 ENTRY_POINT_GROUP = "nasspeech.ops"
 DISABLE_ENV = "NASSPEECH_NO_PLUGINS"
@@ -75,6 +74,8 @@ def load_plugins(registry: OpRegistry) -> list[str]:
         dist = _distribution_name(ep)
         where = f"plugin {dist!r} (entry point {ep.name} = {ep.value})"
         before = dict(registry._ops)
+        others = {r: r.snapshot() for r in all_registries() if r is not registry
+                  and not hasattr(r, "_rejected")}  # families, hand-overs, baselines...
         session = PluginSession()
         try:
             with registering_as(dist, registry), loading_plugin(session):
@@ -95,6 +96,8 @@ def load_plugins(registry: OpRegistry) -> list[str]:
             registry.note_failed_plugin(f"plugin {dist!r}", reason)
             warn_once(f"{where} failed to load and was skipped: {reason}", PluginWarning)
             _restore(registry, before)
+            for other, snapshot in others.items():
+                other.restore(snapshot)
             continue
         new_ops = [op for key, op in registry._ops.items() if before.get(key) is not op]
         _first_load.setdefault((dist, ep.value), new_ops + [op for op, _ in session.duplicates])
@@ -134,3 +137,4 @@ def _restore(registry: OpRegistry, before: dict[tuple[str, str], Operation]) -> 
             registry.remove(*key)
     for op in before.values():
         registry.add(op, override=True)
+

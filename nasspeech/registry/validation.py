@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from nasspeech.registry.family import FAMILIES
 from nasspeech.registry.operation import Operation
 
 #: Batch sizes the smoke test runs: an op must work for one sample and for several.
@@ -16,35 +17,27 @@ class OpContractError(ValueError):
 
 def expected_shape(family: str, shape: tuple[int, ...], stride: int = 1) -> tuple[int, ...]:
     """The output shape an op of ``family`` must produce for an input of ``shape``."""
-    if family == "cnn":
-        b, c, h, w = shape
-        return (b, c, -(-h // stride), -(-w // stride))
-    return tuple(shape)
+    return FAMILIES.get(family).expected_shape(tuple(shape), stride)
 
 
 def probe_cases(family: str, channels: int = 4) -> list[tuple[tuple[int, ...], int]]:
-    """(input shape, stride) pairs of the smoke test: batch 5 at ``channels``, then batch 1
-    at an odd width (and odd spatial sizes for cnn), at every stride the family takes."""
-    big, small = PROBE_BATCHES
-    odd = channels + 1 if channels % 2 == 0 else channels
-    if family == "cnn":
-        return [((big, channels, 8, 8), 1), ((big, channels, 8, 8), 2),
-                ((small, odd, 7, 5), 1), ((small, odd, 7, 5), 2)]
-    return [((big, 5, channels), 1), ((small, 3, odd), 1)]
+    """(input shape, stride) pairs of the smoke test (:meth:`Family.probe_cases`)."""
+    return FAMILIES.get(family).probe_cases(channels)
 
 
 def check_op(op: Operation, channels: int = 4) -> str | None:
     """Build and run ``op`` on tiny inputs (:func:`probe_cases`, eval mode); return a
     description of what is wrong, or None."""
     try:
-        for shape, stride in probe_cases(op.family, channels):
-            module = op.build(shape[-1] if op.family == "seq" else shape[1], stride)
+        family = FAMILIES.get(op.family)
+        for shape, stride in family.probe_cases(channels):
+            module = op.build(family.channels_of(shape), stride)
             module.eval()
             with torch.no_grad():
                 out = module(torch.randn(*shape))
             if not isinstance(out, torch.Tensor):
                 return f"returned {type(out).__name__} instead of a tensor"
-            want = expected_shape(op.family, shape, stride)
+            want = family.expected_shape(shape, stride)
             if tuple(out.shape) != want:
                 return (
                     f"input {tuple(shape)} at stride {stride} gave output {tuple(out.shape)}, "

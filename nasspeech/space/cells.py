@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasspeech.registry import Operation, get_op
+from nasspeech.registry import Family, Operation, get_op
 from nasspeech.registry.validation import name_failed_op
-from nasspeech.space.families import FamilyLayout
 from nasspeech.space.mixed_op import MixedOp
 
 
@@ -26,7 +25,7 @@ class _CellIO(nn.Module):
 
     def __init__(
         self,
-        layout: FamilyLayout,
+        layout: Family,
         c_prev_prev: int,
         c_prev: int,
         width: int,
@@ -56,7 +55,7 @@ class SearchCell(_CellIO):
 
     def __init__(
         self,
-        layout: FamilyLayout,
+        layout: Family,
         ops: list[Operation],
         nodes: int,
         c_prev_prev: int,
@@ -102,7 +101,7 @@ class DerivedCell(_CellIO):
 
     def __init__(
         self,
-        layout: FamilyLayout,
+        layout: Family,
         node_edges: list[list[tuple[int, str]]],
         concat: list[int],
         c_prev_prev: int,
@@ -117,14 +116,14 @@ class DerivedCell(_CellIO):
         self.node_edges = [[src for src, _ in edges] for edges in node_edges]
         self.concat = list(concat)
         ops = []
-        self.is_identity: list[bool] = []  # drop-path leaves identity edges alone (DARTS)
+        self.can_drop: list[bool] = []  # drop-path leaves identity edges alone (DARTS)
         self.op_labels: list[tuple[str, str]] = []  # (family/name, source): errors name the op
         for edges in node_edges:
             for source, name in edges:
                 stride = self.stride_for(source)
-                op = get_op(layout.family, name)
+                op = get_op(layout.name, name)
                 ops.append(op.build(width, stride))
-                self.is_identity.append(name == "skip_connect" and stride == 1)
+                self.can_drop.append(op.can_drop_path(stride))
                 self.op_labels.append((op.key, op.source))
         self.ops = nn.ModuleList(ops)
         self.drop_prob = 0.0
@@ -140,7 +139,7 @@ class DerivedCell(_CellIO):
                 except Exception as exc:
                     name_failed_op(exc, *self.op_labels[k], states[source])
                     raise
-                if self.training and self.drop_prob > 0 and not self.is_identity[k]:
+                if self.training and self.drop_prob > 0 and self.can_drop[k]:
                     h = drop_path(h, self.drop_prob)
                 total = total + h
                 k += 1

@@ -1,7 +1,7 @@
 """Components: a stem plus a stack of cells over one op family.
 
 :class:`SearchComponent` owns the component's alphas (one set per cell kind: ``normal`` and
-``reduce`` for cnn, ``cell`` for seq); :class:`DerivedComponent` is built from a genotype.
+``reduce`` for cnn, ``cell`` for seq: the family's cell kinds); :class:`DerivedComponent` is built from a genotype.
 Both lay out cells the same way (:func:`cell_plan`), so a genotype derives the network it
 was searched in.
 """
@@ -12,19 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasspeech.registry import get_op
+from nasspeech.registry import Family, get_family, get_op
 from nasspeech.space.cells import DerivedCell, SearchCell, edge_count
-from nasspeech.space.config import ComponentConfig
-from nasspeech.space.families import FamilyLayout, layout_for
+from nasspeech.space.component_config import ComponentConfig
 from nasspeech.space.plan import CellSlot, cell_plan, output_shape
 
 __all__ = ["CellSlot", "DerivedComponent", "SearchComponent", "cell_plan", "output_shape"]
 
 
-def _check_input(cfg: ComponentConfig, layout: FamilyLayout, in_shape: tuple[int, ...]) -> None:
-    if len(in_shape) != layout.input_rank:
+def _check_input(cfg: ComponentConfig, layout: Family, in_shape: tuple[int, ...]) -> None:
+    if len(in_shape) != layout.rank:
         raise ValueError(
-            f"component {cfg.name!r} ({cfg.family}) needs a rank-{layout.input_rank} input "
+            f"component {cfg.name!r} ({cfg.family}) needs a rank-{layout.rank} input "
             f"(without batch), got shape {tuple(in_shape)}; choose a hand-over that produces it"
         )
 
@@ -33,7 +32,7 @@ class _Component(nn.Module):
     def __init__(self, cfg: ComponentConfig, in_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.cfg = cfg
-        self.layout = layout_for(cfg.family)
+        self.layout = get_family(cfg.family)
         _check_input(cfg, self.layout, in_shape)
         self.in_shape = tuple(in_shape)
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 import torch
 
 from nasspeech.genotype import Genotype, GenotypeError, GenotypeWarning
-from nasspeech.registry import warn_once
+from nasspeech.registry import get_family, warn_once
 from nasspeech.space.auxiliary import MIN_SIZE as AUX_MIN_SIZE
 from nasspeech.space.auxiliary import AuxiliaryHead
 from nasspeech.space.component import DerivedComponent
-from nasspeech.space.config import ComponentConfig, SearchSpace
-from nasspeech.space.limits import MAX_CELLS, MAX_CHANNELS, MIN_CNN_CHANNELS, short
-from nasspeech.space.network import ComponentChain
+from nasspeech.space.component_chain import ComponentChain
+from nasspeech.space.component_config import ComponentConfig
+from nasspeech.space.component_config import SpaceSpec
+from nasspeech.space.limits import MAX_CELLS, MAX_CHANNELS, short
 from nasspeech.space.size import check_size, derived_size
 
 
-def check_fits(space: SearchSpace, genotype: Genotype) -> None:
+def check_fits(space: SpaceSpec, genotype: Genotype) -> None:
     """Raise :class:`GenotypeError` if ``genotype`` cannot come from a search in ``space``.
 
     Refused: other components, cell kinds or node counts, and a node with more inputs than
@@ -69,7 +70,7 @@ def check_fits(space: SearchSpace, genotype: Genotype) -> None:
                   GenotypeWarning)
 
 
-def check_overrides(space: SearchSpace,
+def check_overrides(space: SpaceSpec,
                     overrides: dict[str, dict[str, int]] | None) -> dict[str, dict[str, int]]:
     """``overrides`` if every value is a sensible ``channels``/``cells`` of a known component.
 
@@ -85,7 +86,7 @@ def check_overrides(space: SearchSpace,
         raise KeyError(f"overrides may change 'channels' and 'cells' only, got {sorted(bad)}")
     for name, o in overrides.items():
         cfg = space.component(name)
-        lowest = {"channels": MIN_CNN_CHANNELS if cfg.family == "cnn" else 1, "cells": 1}
+        lowest = {"channels": get_family(cfg.family).min_channels, "cells": 1}
         highest = {"channels": MAX_CHANNELS, "cells": MAX_CELLS}
         for key, value in o.items():
             if type(value) is not int:  # bool is an int subclass: refuse it
@@ -106,7 +107,7 @@ class DerivedModel(ComponentChain):
 
     def __init__(
         self,
-        space: SearchSpace,
+        space: SpaceSpec,
         genotype: Genotype,
         overrides: dict[str, dict[str, int]] | None = None,
         drop_path: float = 0.0,
@@ -135,7 +136,7 @@ class DerivedModel(ComponentChain):
             self._attach_auxiliary()
 
     def _attach_auxiliary(self) -> None:
-        comp = next((c for c in self.components.values() if c.cfg.family == "cnn"), None)
+        comp = next((c for c in self.components.values() if c.layout.auxiliary), None)
         if comp is None:
             raise ValueError("the auxiliary head needs a cnn component; this space has none")
         index = 2 * len(comp.cells) // 3

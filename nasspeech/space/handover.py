@@ -2,7 +2,9 @@
 
 A hand-over is registered like an op: ``@register_handover("name")`` on a factory
 ``factory(in_shape, **options) -> nn.Module`` where ``in_shape`` excludes the batch axis.
-Hand-overs must act on each sample independently.
+Hand-overs must act on each sample independently. They live in a
+:class:`~nasspeech.registry.Registry` (:data:`HANDOVERS`); which one ``handover: auto``
+picks is the families' choice (:attr:`~nasspeech.registry.Family.handover_to`).
 
 Shapes (batch axis omitted): a ``cnn`` tensor is (C, H=frequency, W=time); a ``seq`` tensor is
 (T, F); the classifier head takes a flat (F,) vector.
@@ -16,6 +18,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from nasspeech.registry import FAMILIES, Registry, UnknownNameError, source_of
+from nasspeech.registry.context import current_source
 
 HandoverFactory = Callable[..., nn.Module]
 
@@ -35,7 +40,13 @@ class Handover:
         return module, tuple(out.shape[1:])
 
 
-_HANDOVERS: dict[str, Handover] = {}
+class UnknownHandoverError(UnknownNameError):
+    """A hand-over name no one registered."""
+
+
+#: The process-wide hand-over registry.
+HANDOVERS: Registry[Handover] = Registry("hand-over", unknown_error=UnknownHandoverError)
+_HANDOVERS = HANDOVERS._entries  # the live dict (tests remove what they registered)
 
 
 def register_handover(
@@ -43,58 +54,43 @@ def register_handover(
 ) -> Callable[[HandoverFactory], HandoverFactory]:
     """Register ``factory(in_shape, **options) -> nn.Module`` as hand-over ``name``."""
 
-    def decorator(factory: HandoverFactory) -> HandoverFactory:
-        module = getattr(factory, "__module__", "")
-        source = "built-in" if module.startswith("nasspeech.") else f"user:{module}"
-        if name in _HANDOVERS and not override:
-            raise ValueError(
-                f"hand-over {name!r} is already registered by {_HANDOVERS[name].source}; "
-                f"{source} tried to register it again (pass override=True to replace it)"
-            )
+    def make(factory: HandoverFactory) -> Handover:
         doc = (factory.__doc__ or "").strip().splitlines()
-        _HANDOVERS[name] = Handover(
-            name, factory, description or (doc[0] if doc else ""), source
-        )
-        return factory
+        return Handover(name, factory, description or (doc[0] if doc else ""),
+                        current_source() or source_of(factory))
 
-    return decorator
+    return HANDOVERS.register(name, override=override, make=make)
 
 
 def get_handover(name: str) -> Handover:
-    if name not in _HANDOVERS:
-        raise KeyError(
-            f"unknown hand-over {name!r}; known hand-overs: {', '.join(sorted(_HANDOVERS))}"
-        )
-    return _HANDOVERS[name]
+    """The hand-over ``name``; :class:`UnknownHandoverError` (a ``KeyError``) lists them."""
+    return HANDOVERS.get(name)
 
 
 def list_handovers() -> list[Handover]:
-    return [_HANDOVERS[n] for n in sorted(_HANDOVERS)]
+    return sorted(HANDOVERS.list(), key=lambda h: h.name)
 
 
-def default_handover(in_rank: int, target: str) -> str:
+def default_handover(in_rank: int, target: str, source: str | None = None) -> str:
     """The hand-over used when a component says ``handover: auto``.
 
-    ``in_rank`` is the rank of the output (without batch); ``target`` is the next
-    component's family, or ``"head"`` for the classifier.
+    ``in_rank`` is the rank of the output (without batch), ``source`` the family that
+    produced it (None: the space's input); ``target`` is the next component's family, or
+    ``"head"`` for the classifier. The source family's :attr:`~Family.handover_to` decides,
+    else the target family's :attr:`~Family.handover_from_rank`; a flat vector goes to the
+    head as it is.
     """
-    table = {
-        (3, "cnn"): "identity",
-        (3, "seq"): "fold_frequency",
-        (3, "head"): "global_avg_pool",
-        (2, "seq"): "identity",
-        (2, "cnn"): "sequence_to_image",
-        (2, "head"): "mean_over_time",
-        (1, "head"): "identity",
-    }
-    if (in_rank, target) not in table:
-        raise ValueError(f"no default hand-over from a rank-{in_rank} output to {target!r}")
-    return table[(in_rank, target)]
-
-
-class _Identity(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+    if source is not None and source in FAMILIES:
+        chosen = FAMILIES.get(source).handover_to.get(target)
+        if chosen is not None:
+            return chosen
+    if target == "head" and in_rank == 1:
+        return "identity"
+    if target in FAMILIES:
+        chosen = FAMILIES.get(target).handover_from_rank.get(in_rank)
+        if chosen is not None:
+            return chosen
+    raise ValueError(f"no default hand-over from a rank-{in_rank} output to {target!r}")
 
 
 class FoldFrequency(nn.Module):
@@ -129,7 +125,7 @@ class SequenceToImage(nn.Module):
 @register_handover("identity")
 def identity(in_shape: tuple[int, ...]) -> nn.Module:
     """Pass the tensor on unchanged."""
-    return _Identity()
+    return nn.Identity()
 
 
 @register_handover("fold_frequency")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasspeech.ops.batchnorm import SearchBatchNorm2d, use_search_batchnorm
-from nasspeech.ops.relu import relu_then
-from nasspeech.registry import Operation
+from nasspeech.kernels.batchnorm import use_search_batchnorm
+from nasspeech.kernels.relu import relu_then
+from nasspeech.registry import Family, Operation
 from nasspeech.registry.validation import name_failed_op
-from nasspeech.space.families import FamilyLayout
 
 
 def split_leading_relu(module: nn.Module) -> nn.Module | None:
@@ -42,10 +41,11 @@ class MixedOp(nn.Module):
 
     ``none`` (``is_zero``) ops are never computed: they contribute zero to the sum but keep
     their softmax weight, which is what multiplying their zero output would give, without the
-    work and memory. Pool ops in cnn cells get a parameter-free BatchNorm, as in DARTS, and
+    work and memory. The family may wrap a candidate (pool ops in cnn cells get a
+    parameter-free BatchNorm, as in DARTS), and
     the BatchNorms inside the candidate ops lose their affine parameters too (as in DARTS;
     ``bn_affine=True`` keeps them); parameter-free BatchNorms keep their output instead of
-    their input for the backward pass (:mod:`nasspeech.ops.batchnorm`).
+    their input for the backward pass (:mod:`nasspeech.kernels.batchnorm`).
     With ``partial_channels=K`` only 1/K of the channels pass through the ops (PC-DARTS).
 
     Ops that begin with a ReLU (all DARTS convolutions) share one ReLU of the edge input
@@ -58,7 +58,7 @@ class MixedOp(nn.Module):
         ops: list[Operation],
         channels: int,
         stride: int,
-        layout: FamilyLayout,
+        layout: Family,
         partial_channels: int = 1,
         bn_affine: bool = False,
     ) -> None:
@@ -73,8 +73,7 @@ class MixedOp(nn.Module):
             if op.is_zero:
                 continue
             module = op.build(width, stride)
-            if layout.family == "cnn" and "pool" in op.tags:
-                module = nn.Sequential(module, SearchBatchNorm2d(width))
+            module = layout.search_candidate(module, op.tags, width)
             if not bn_affine:
                 module = use_search_batchnorm(module)
             modules.append(module)

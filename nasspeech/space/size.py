@@ -17,8 +17,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from nasspeech.registry import Operation, get_op
-from nasspeech.space.families import FamilyLayout, layout_for
+from nasspeech.registry import Family, Operation, get_family, get_op
 from nasspeech.space.handover import default_handover, get_handover
 from nasspeech.space.mixed_op import MixedOp
 from nasspeech.space.plan import CellSlot, ComponentShape, cell_plan, output_shape
@@ -85,7 +84,7 @@ def _handover_shape(cfg: SizedComponent | None, in_shape: tuple[int, ...], targe
     name = cfg.handover.name if cfg is not None else "auto"
     options = cfg.handover.options if cfg is not None else {}
     if name == "auto":
-        name = default_handover(len(in_shape), target)
+        name = default_handover(len(in_shape), target, cfg.family if cfg is not None else None)
     with torch.device("meta"):
         module = get_handover(name).factory(tuple(in_shape), **options)
         out = module(torch.zeros(1, *in_shape))
@@ -97,7 +96,7 @@ def _component(cfg: SizedComponent, in_shape: tuple[int, ...], n_concat: int,
                cells: int | None = None, channels: int | None = None,
                ) -> tuple[int, int, tuple[int, ...]]:
     """(parameters, op modules, output shape) of one component."""
-    layout = layout_for(cfg.family)
+    layout = get_family(cfg.family)
     stem_width, slots, out_channels = cell_plan(cfg, n_concat, cells, channels)
     params = count(("stem", cfg.family, in_shape, stem_width),
                    partial(layout.stem, in_shape, stem_width))
@@ -115,7 +114,7 @@ def _component(cfg: SizedComponent, in_shape: tuple[int, ...], n_concat: int,
     return params, modules, output_shape(cfg, in_shape, slots, out_channels)
 
 
-def _combine(layout: FamilyLayout, n_concat: int, width: int) -> nn.Module:
+def _combine(layout: Family, n_concat: int, width: int) -> nn.Module:
     return layout.combine(n_concat, width)[0]
 
 
@@ -147,7 +146,7 @@ def supernet_size(components: Sequence[SizedComponent], input_shape: tuple[int, 
 
     def component(cfg: SizedComponent, in_shape: tuple[int, ...], count: _MetaCounter):
         ops = [get_op(cfg.family, name) for name in cfg.ops]
-        layout = layout_for(cfg.family)
+        layout = get_family(cfg.family)
         computed = sum(not op.is_zero for op in ops)
 
         def edges(slot: CellSlot) -> tuple[int, int]:

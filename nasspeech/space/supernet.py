@@ -5,17 +5,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nasspeech.genotype import CellGenotype, ComponentGenotype, Edge, Genotype
-from nasspeech.registry import REGISTRY
+from nasspeech.genotype import ComponentGenotype, Genotype, parse_cell
+from nasspeech.registry import get_op
 from nasspeech.space.component import SearchComponent
-from nasspeech.space.config import ComponentConfig, SearchSpace
-from nasspeech.space.network import ComponentChain
+from nasspeech.space.component_chain import ComponentChain
+from nasspeech.space.component_config import ComponentConfig, SpaceSpec
 
 
 class Supernet(ComponentChain):
     """The continuous relaxation of a :class:`SearchSpace`."""
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SpaceSpec) -> None:
         super().__init__(space, SearchComponent)
 
     def alpha_parameters(self) -> list[torch.nn.Parameter]:
@@ -44,25 +44,10 @@ class Supernet(ComponentChain):
         for name, comp in self.components.items():
             cfg: ComponentConfig = comp.cfg
             cells = {
-                kind: _parse_cell(F.softmax(alpha.detach(), dim=-1).cpu(), cfg)
+                kind: parse_cell(F.softmax(alpha.detach(), dim=-1).cpu(), cfg.ops, cfg.nodes,
+                                 cfg.top_k, [get_op(cfg.family, n).is_zero for n in cfg.ops])
                 for kind, alpha in comp.alphas.items()
             }
             comps.append(ComponentGenotype(name=name, family=cfg.family, cells=cells))
         return Genotype(space=self.space.name, components=comps)
 
-
-def _parse_cell(weights: torch.Tensor, cfg: ComponentConfig) -> CellGenotype:
-    ops = cfg.ops
-    usable = [i for i, name in enumerate(ops) if not REGISTRY.get(cfg.family, name).is_zero]
-    nodes, start = [], 0
-    for j in range(cfg.nodes):
-        n_in = 2 + j
-        w = weights[start : start + n_in][:, usable]
-        best_val, best_idx = w.max(dim=1)
-        # stable order: strongest first, ties broken by the lower source index
-        order = sorted(range(n_in), key=lambda i: (-float(best_val[i]), i))[: cfg.top_k]
-        nodes.append(
-            [Edge(source=i, op=ops[usable[int(best_idx[i])]]) for i in sorted(order)]
-        )
-        start += n_in
-    return CellGenotype(nodes=nodes, concat=list(range(2, 2 + cfg.nodes)))

@@ -7,7 +7,7 @@ input gradient as a *forward* depthwise convolution instead: the output gradient
 between the strided positions and padded by the kernel's extent, convolved with the flipped
 kernel. The weight gradient stays oneDNN's, and is skipped when the weight is frozen (the
 first-order alpha step). On other devices, on fake tensors and inside
-:func:`nasspeech.ops.kernels.reference_kernels`, the module is a plain ``nn.Conv2d``.
+:func:`nasspeech.kernels.dispatch.reference_kernels`, the module is a plain ``nn.Conv2d``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasspeech.ops.kernels import fast_cpu_path
+from nasspeech.kernels.dispatch import fast_cpu_path
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.graph import saved_tensors_hooks
 
+from nasspeech.kernels.dispatch import outer_saved_tensor_hooks
+
 
 def relu_then(x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``body(relu(x))``; ``relu(x)`` is recomputed in the backward pass instead of kept."""
@@ -28,7 +30,7 @@ def relu_then(x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]) -> 
     # while ``body`` runs, or it would stay alive through the backward pass
     current = [relu_x]
     # hooks already active (e.g. the memory estimator's) still see every other saved tensor
-    outer = _active_hooks()
+    outer = outer_saved_tensor_hooks()
 
     def pack(t: torch.Tensor) -> object:
         if current and t is current[0]:
@@ -40,11 +42,6 @@ def relu_then(x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]) -> 
             return body(current[0])
     finally:
         current.clear()
-
-
-def _active_hooks() -> tuple | None:
-    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
-    return top(False) if top is not None else None
 
 
 class _Outer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from nasspeech.ops.kernels import fast_cpu_path
+from nasspeech.kernels.dispatch import fast_cpu_path
 
 
 class _ChannelsLastGrad(torch.autograd.Function):
