@@ -34,10 +34,11 @@ def parameter_free_share(genotype: Genotype) -> dict[str, float]:
 
 
 def skip_counts(genotype: Genotype) -> dict[str, int]:
-    """Per component: the largest number of ``skip_connect`` edges kept by one of its cells."""
+    """Per component: the largest number of identity edges (``skip_connect``: ops whose
+    ``Operation.identity`` is set) kept by one of its cells."""
     return {
         comp.name: max(
-            (sum(e.op == "skip_connect" for node in cell.nodes for e in node)
+            (sum(REGISTRY.get(comp.family, e.op).identity for node in cell.nodes for e in node)
              for cell in comp.cells.values()),
             default=0,
         )
