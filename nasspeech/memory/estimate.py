@@ -11,6 +11,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
 from nasspeech.memory import overheads
 from nasspeech.memory.allocator import replay, round_size
 from nasspeech.memory.profiles import GpuProfile, get_profile
@@ -48,13 +50,44 @@ class MemoryEstimate:
         return data
 
 
+class SpaceConfigError(ValueError):
+    """A config whose space or search section does not validate: one line per field."""
+
+
 def resolve_space(space_or_config: SearchSpace | str | Path) -> tuple[SearchSpace, dict]:
-    """A space and the config's ``search:`` section (empty for a bare space)."""
+    """A space and the config's ``search:`` section (empty for a bare space).
+
+    A run config's ``space:`` and ``search:`` sections are validated; a problem raises
+    :class:`SpaceConfigError` with one line per field (``space.components.0.cells: ...``).
+    """
     if isinstance(space_or_config, SearchSpace):
         return space_or_config, {}
     data = load_mapping(space_or_config)
     search = data.get("search") or {}
-    return SearchSpace.from_file(space_or_config), dict(search)
+    try:
+        if "space" in data and "components" not in data:  # a run config
+            sections = _run_config_sections(bool(search))
+            space = sections.model_validate({**data, "search": search}).space
+        else:
+            space = SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        from nasspeech.config import format_errors
+
+        raise SpaceConfigError(
+            f"{space_or_config} does not validate:\n{format_errors(exc)}") from None
+    return space, dict(search)
+
+
+def _run_config_sections(with_search: bool) -> type[BaseModel]:
+    """A model of the run-config sections an estimate reads (the others are not checked).
+    The search section's model lives in :mod:`nasspeech.config`, whose imports (the data
+    package) take about a second: imported only when there is a search section to check."""
+    fields: dict[str, Any] = {"space": (SearchSpace, ...)}
+    if with_search:
+        from nasspeech.config import SearchConfig
+
+        fields["search"] = (SearchConfig, ...)
+    return create_model("EstimateConfig", __config__=ConfigDict(extra="ignore"), **fields)
 
 
 def estimate(

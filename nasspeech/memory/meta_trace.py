@@ -223,12 +223,33 @@ def _rebuild_inplace(spec: tuple, args: tuple, kwargs: dict | None) -> Any:
     return spec[1](_fetch(loc, args, kwargs) for loc in spec[2])
 
 
-def _cpu(t: Tensor | None) -> Tensor | None:
-    """An empty CPU tensor with ``t``'s metadata (to ask PyTorch what a CPU backend does)."""
+#: the address every probe tensor of :func:`_cpu` points at; nothing ever reads it
+_PROBE_ADDRESS = torch.empty(8, dtype=torch.float64)
+_CPU = torch.device("cpu")
+
+
+def _cpu(t: Tensor | None, contiguous: bool = False) -> Tensor | None:
+    """A CPU tensor with ``t``'s metadata (``contiguous``: contiguous strides) and no memory
+    of its own, to ask PyTorch what a CPU backend does: backend choices read metadata only.
+    Its storage borrows the address of a small buffer, so a trace allocates no host memory
+    the size of the model's tensors (an emoDARTS-sized conv input is gigabytes)."""
     if t is None:
         return None
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu",
-                               requires_grad=t.requires_grad)
+    shape = tuple(t.shape)
+    stride = _contiguous_strides(shape) if contiguous else t.stride()
+    span = 0 if 0 in shape else 1 + sum((n - 1) * s for n, s in zip(shape, stride))
+    storage = torch._C._construct_storage_from_data_pointer(
+        _PROBE_ADDRESS.data_ptr(), _CPU, span * t.element_size())
+    out = torch.empty(0, dtype=t.dtype, device=_CPU).set_(storage, 0, shape, stride)
+    return out.requires_grad_() if t.requires_grad else out
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
 
 
 def _cpu_conv_layout(func: Any, args: tuple, kwargs: dict | None, out: Any) -> Any:
@@ -242,8 +263,8 @@ def _cpu_conv_layout(func: Any, args: tuple, kwargs: dict | None, out: Any) -> A
     if select["bias"] is None:
         select["bias_sizes"] = kw.get("bias_sizes")
     backend = torch._C._select_conv_backend(inp, weight, **select)
-    if weight.ndim == 3 and not inp.is_mkldnn:
-        inp, weight = inp.contiguous().unsqueeze(2), weight.unsqueeze(2)
+    if weight.ndim == 3 and not inp.is_mkldnn:  # a copy would read the probe's memory
+        inp, weight = _cpu(kw["input"], contiguous=True).unsqueeze(2), weight.unsqueeze(2)
     fmt = torch._C._conv_determine_backend_memory_format(inp, weight, backend)
 
     def convert(t: Tensor | None) -> Tensor | None:
