@@ -1,8 +1,8 @@
 """Device memory a CPU trace cannot see, and CPU-vs-CUDA kernel differences.
 
 Every constant says where it comes from. ``calibrated`` is False until a measurement on the
-device (``benchmarks/gpu_memory_validation.py``) replaced the public figure; no GPU was
-available when these were written, so all of them are uncalibrated for now.
+device (``benchmarks/gpu_session.sh``: ``gpu_constants.py`` measures each of these) replaced
+the public figure; no GPU run has measured them yet, so all of them are uncalibrated.
 """
 
 from __future__ import annotations
