@@ -8,10 +8,12 @@ carry ``"dry_run": true``; it only proves that the code paths run.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,3 +248,23 @@ def guarded(results: Results, base: dict[str, Any], fn, *args: Any, **kwargs: An
         record = {**base, "error": f"{type(exc).__name__}: {exc}"[:2000]}
     record["wall_s"] = round(time.perf_counter() - t0, 2)
     results.add(record)
+
+
+def start(name: str, doc: str, result: str, argv: list[str] | None,
+          more_args: Callable[[argparse.ArgumentParser], None] | None = None,
+          ) -> tuple[argparse.Namespace, Device, Results] | None:
+    """A benchmark's command line (``--out DIR``, ``--dry-run``, and ``more_args``), its
+    device and its results file ``DIR/result``; None, after saying so, without CUDA (and
+    without ``--dry-run``)."""
+    p = argparse.ArgumentParser(prog=name, description=doc.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="folder for the results")
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: code paths only")
+    if more_args is not None:
+        more_args(p)
+    a = p.parse_args(argv)
+    dev = Device(a.dry_run)
+    if not dev.dry and not torch.cuda.is_available():
+        print(f"{name}: no CUDA device; nothing measured (skipped).")
+        return None
+    a.out.mkdir(parents=True, exist_ok=True)
+    return a, dev, Results(a.out / result)

@@ -23,7 +23,6 @@ Writes ``DIR/constants.json``.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import time
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import Device, Results, build_setup, emodarts_space, env_info
+from gpu_common import Device, build_setup, emodarts_space, env_info, start
 
 
 def _round(n: int) -> int:
@@ -194,16 +193,10 @@ def conv_workspace(dev: Device) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--dry-run", action="store_true")
-    a = p.parse_args(argv)
-    dev = Device(a.dry_run)
-    if not dev.dry and not torch.cuda.is_available():
-        print("gpu_constants: no CUDA device; nothing measured (skipped).")
+    started = start("gpu_constants", __doc__, "constants.json", argv)
+    if started is None:
         return 0
-    a.out.mkdir(parents=True, exist_ok=True)
-    results = Results(a.out / "constants.json")
+    _, dev, results = started
     for name, fn in (("context", context_stages), ("env", env_info),
                      ("rnn_reserve", rnn_reserve), ("conv_workspace", conv_workspace)):
         t0 = time.perf_counter()

@@ -44,6 +44,7 @@ from gpu_common import (
     guarded,
     runs,
     seq_only,
+    start,
     step_memory,
 )
 
@@ -172,26 +173,22 @@ def bisect_real(space, order: int, good: int, bad: int, dev: Device, cap: int | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="folder for validate.json etc.")
-    p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: code paths only")
-    p.add_argument("--context-bytes", type=int, default=None,
-                   help="the CUDA context measured by gpu_constants.py (else measured here)")
-    p.add_argument("--only", default="", help="comma-separated parts: compare,batch")
-    p.add_argument("--budget-s", type=float, default=1e9,
-                   help="start no new measurement after this many seconds")
-    p.add_argument("--alone-after", type=Path, default=None,
-                   help="a file that appears when other users of the device are done "
-                        "(the whole-device largest-batch check waits for it)")
-    a = p.parse_args(argv)
-    dev = Device(a.dry_run)
-    if not dev.dry and not torch.cuda.is_available():
-        print("gpu_memory_validation: no CUDA device; nothing measured (skipped).")
+    def more_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--context-bytes", type=int, default=None,
+                       help="the CUDA context measured by gpu_constants.py (else measured here)")
+        p.add_argument("--only", default="", help="comma-separated parts: compare,batch")
+        p.add_argument("--budget-s", type=float, default=1e9,
+                       help="start no new measurement after this many seconds")
+        p.add_argument("--alone-after", type=Path, default=None,
+                       help="a file that appears when other users of the device are done "
+                            "(the whole-device largest-batch check waits for it)")
+
+    started = start("gpu_memory_validation", __doc__, "validate.json", argv, more_args)
+    if started is None:
         return 0
+    a, dev, results = started
     from nasspeech.memory.profiles import PROFILES, GpuProfile
 
-    a.out.mkdir(parents=True, exist_ok=True)
-    results = Results(a.out / "validate.json")
     traces: dict[str, np.ndarray] = {}
     parts = set(a.only.split(",")) if a.only else {"compare", "batch"}
     if not dev.dry:

@@ -14,7 +14,6 @@ Each: warm-up steps, then the median of timed steps, each ended by ``cuda.synchr
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -26,12 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_common import (
     Device,
-    Results,
     build_model,
     build_setup,
     cnn_yardstick,
     emodarts_space,
     guarded,
+    start,
 )
 
 
@@ -105,17 +104,11 @@ def eval_forward_time(space, batch: int, dev: Device, steps: int) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--steps", type=int, default=4, help="timed steps per setting")
-    a = p.parse_args(argv)
-    dev = Device(a.dry_run)
-    if not dev.dry and not torch.cuda.is_available():
-        print("gpu_step_time: no CUDA device; nothing measured (skipped).")
+    started = start("gpu_step_time", __doc__, "timing.json", argv, lambda p: p.add_argument(
+        "--steps", type=int, default=4, help="timed steps per setting"))
+    if started is None:
         return 0
-    a.out.mkdir(parents=True, exist_ok=True)
-    results = Results(a.out / "timing.json")
+    a, dev, results = started
     emo, cnn = emodarts_space(dev.dry), cnn_yardstick(dev.dry)
     b64, b16 = (2, 2) if dev.dry else (64, 16)
     steps = 1 if dev.dry else a.steps
