@@ -153,7 +153,11 @@ def step_memory(space, batch: int, order: int, dev: Device,
     """One warm-up step (optimiser state, leftover gradients, cuBLAS/cuDNN handles), then
     ``empty_cache``, peak reset, one measured step: peak allocated/reserved and its time.
     ``record``: also the allocator's event stream of the measured step (``events``: action
-    code, block size, address; see :func:`recorded_events`)."""
+    code, block size, address; see :func:`recorded_events`). ``allocated_at_start``: what
+    was still allocated before the model was built (leftovers of an earlier measurement
+    would inflate the peak: it must be 0 or the cuBLAS workspace)."""
+    dev.cleanup()
+    at_start = dev.allocated()
     setup = build_setup(space, batch, order, dev)
     try:
         setup.run()
@@ -170,7 +174,7 @@ def step_memory(space, batch: int, order: int, dev: Device,
         del setup
         dev.cleanup()
     out = {"measured_allocated": alloc, "measured_reserved": reserved,
-           "step_s": round(seconds, 4)}
+           "step_s": round(seconds, 4), "allocated_at_start": at_start}
     if events is not None:
         out["events"] = events
     return out
@@ -180,14 +184,17 @@ def runs(space, batch: int, order: int, dev: Device, dry_oom_above: int | None =
          ) -> bool:
     """Whether a search step (warm-up + one more) runs without running out of memory.
     A dry run pretends to run out above ``dry_oom_above`` (to exercise that path)."""
+    ok = True
     try:
         if dev.dry and dry_oom_above is not None and batch > dry_oom_above:
             raise torch.cuda.OutOfMemoryError("dry run: pretend out of memory")
         step_memory(space, batch, order, dev)
-        return True
     except torch.cuda.OutOfMemoryError:
-        dev.cleanup()
-        return False
+        ok = False
+    # only now: while the exception was alive, its traceback's frames held the step's
+    # tensors (tens of GiB, and in reference cycles that only a collection frees)
+    dev.cleanup()
+    return ok
 
 
 #: allocator trace actions kept by :func:`recorded_events`

@@ -176,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     def more_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--context-bytes", type=int, default=None,
                        help="the CUDA context measured by gpu_constants.py (else measured here)")
-        p.add_argument("--only", default="", help="comma-separated parts: compare,batch")
+        p.add_argument("--steps", default="emodarts,a100-o2,others,device-o2,a100-o1",
+                       help="what to measure, in this order (default: all of it)")
+        p.add_argument("--device-o2-batch", type=int, default=None,
+                       help="the largest batch an earlier run predicted for this device at "
+                            "order 2 (skips that prediction)")
         p.add_argument("--budget-s", type=float, default=1e9,
                        help="start no new measurement after this many seconds")
         p.add_argument("--alone-after", type=Path, default=None,
@@ -190,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
     from nasspeech.memory.profiles import PROFILES, GpuProfile
 
     traces: dict[str, np.ndarray] = {}
-    parts = set(a.only.split(",")) if a.only else {"compare", "batch"}
     if not dev.dry:
         torch.zeros(1, device="cuda")
     total = dev.total_memory()
@@ -201,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     results.add({"kind": "setup", "total_memory": total, "context_bytes": context,
                  "dry_run": dev.dry})
 
-    todo = configs(dev.dry) if "compare" in parts else []
-    first = 1 if dev.dry else 5  # emoDARTS, then its largest batch at order 2, the rest
+    todo = configs(dev.dry)
+    first = 1 if dev.dry else 5  # the emoDARTS configurations
     deadline = time.perf_counter() + a.budget_s
+    cap_a100 = PROFILES["a100-40gb"].capacity_bytes - context  # what an A100-40GB leaves
 
     def in_time(what: str) -> bool:
         if time.perf_counter() < deadline:
@@ -211,31 +215,49 @@ def main(argv: list[str] | None = None) -> int:
         results.add({"kind": "skipped", "name": what, "why": f"--budget-s {a.budget_s}"})
         return False
 
-    for name, group, space, batch, order, record in todo[:first]:
-        if in_time(name):
-            _compare_one(results, traces, a.out, dev, here, name, group, space, batch, order,
-                         record)
-    batch_checks = "batch" in parts
-    cap_a100 = PROFILES["a100-40gb"].capacity_bytes - context  # what an A100-40GB leaves
-    pred2 = None
-    if batch_checks and in_time("largest batch, order 2"):
-        pred2 = _predict_batches(results, dev, here, 2)
-        if pred2 is not None:
-            _check(results, dev, 2, "a100-40gb", pred2["a100-40gb"], cap_a100)
-    for name, group, space, batch, order, record in todo[first:]:
-        if in_time(name):
-            _compare_one(results, traces, a.out, dev, here, name, group, space, batch, order,
-                         record)
-    if pred2 is not None and in_time("largest batch on this device, order 2"):
+    def compare_all(items: list) -> None:
+        for name, group, space, batch, order, record in items:
+            if in_time(name):
+                _compare_one(results, traces, a.out, dev, here, name, group, space, batch,
+                             order, record)
+
+    predicted: dict[int, dict[str, int] | None] = {}
+
+    def prediction(order: int) -> dict[str, int] | None:
+        if order not in predicted:
+            predicted[order] = _predict_batches(results, dev, here, order)
+        return predicted[order]
+
+    def a100(order: int) -> None:
+        if in_time(f"largest batch under an A100-40GB cap, order {order}"):
+            pred = prediction(order)
+            if pred is not None:
+                _check(results, dev, order, "a100-40gb", pred["a100-40gb"], cap_a100)
+
+    def device_o2() -> None:
+        if not in_time("largest batch on this device, order 2"):
+            return
         # the whole device: wait (while the budget lasts) for other users of it to finish
         while (a.alone_after and not a.alone_after.exists() and not dev.dry
                and time.perf_counter() < deadline - 40):
             time.sleep(2)
-        _check(results, dev, 2, "this-device", pred2["this-device"], None, context)
-    if batch_checks and in_time("largest batch, order 1"):
-        pred1 = _predict_batches(results, dev, here, 1)
-        if pred1 is not None:
-            _check(results, dev, 1, "a100-40gb", pred1["a100-40gb"], cap_a100)
+        if a.device_o2_batch is not None:  # predicted by an earlier run of this script
+            results.add({"kind": "max_batch", "space": "emodarts", "order": 2,
+                         "dry_run": dev.dry, "part": "prediction", "predicted":
+                         {"this-device": a.device_o2_batch}, "from": "--device-o2-batch"})
+            best = a.device_o2_batch
+        else:
+            pred = prediction(2)
+            if pred is None:
+                return
+            best = pred["this-device"]
+        _check(results, dev, 2, "this-device", best, None, context)
+
+    steps = {"emodarts": lambda: compare_all(todo[:first]), "a100-o2": lambda: a100(2),
+             "others": lambda: compare_all(todo[first:]), "device-o2": device_o2,
+             "a100-o1": lambda: a100(1)}
+    for step in a.steps.split(","):
+        steps[step]()
     print(f"gpu_memory_validation: wrote {results.path}")
     return 0
 

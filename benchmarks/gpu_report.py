@@ -57,8 +57,8 @@ def memory_section(records: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return [*lines, "Not run.", ""]
     lines += [("| config | group | batch | order | pred. alloc MiB | meas. alloc MiB | err % | "
-              "pred. reserved MiB | meas. reserved MiB | err % | estimate s | step s |"),
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "pred. reserved MiB | meas. reserved MiB | err % | estimate s | step s | run |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['name']} | {r['group']} | {r['batch']} | {r['order']} | "
@@ -70,7 +70,7 @@ def memory_section(records: list[dict[str, Any]]) -> list[str]:
             f"| {r['name']} | {r['group']} | {r['batch']} | {r['order']} | "
             f"{_mib(r['pred_allocated'])} | {_mib(r['measured_allocated'])} | {ea:+.2f} | "
             f"{_mib(r['pred_reserved'])} | {_mib(r['measured_reserved'])} | {er:+.2f} | "
-            f"{r['estimate_s']} | {r['step_s']} |")
+            f"{r['estimate_s']} | {r['step_s']} | {r.get('run', 1)} |")
     lines.append("")
     if ok:
         lines += summary_lines(ok)
@@ -296,21 +296,44 @@ def header(constants: list[dict[str, Any]], folder: Path) -> list[str]:
             f"`benchmarks/gpu_session.sh`."), ""]
 
 
-def report(folder: Path) -> str:
-    constants = load(folder, "constants.json")
-    validate = load(folder, "validate.json")
-    timing = load(folder, "timing.json")
-    lines = [*header(constants, folder), *memory_section(validate), *batch_section(validate),
-             *constants_section(constants), *timing_section(timing), *pytest_section(folder)]
+def merged_validate(folders: list[Path]) -> list[dict[str, Any]]:
+    """The memory records of several runs, each marked with its ``run`` (1, 2, ...): a
+    configuration measured again replaces its earlier record; what was skipped counts only
+    from the last run, and not where a run measured it."""
+    records: dict[tuple, dict[str, Any]] = {}
+    for run, folder in enumerate(folders, 1):
+        for r in load(folder, "validate.json"):
+            kind = r.get("kind")
+            if kind == "skipped" and run < len(folders):
+                continue
+            key = ((kind, r["name"]) if kind in ("compare", "skipped") else
+                   (kind, r.get("order"), r.get("part"), r.get("profile"), run))
+            records[key] = {**r, "run": run}
+    measured = {r["name"] for r in records.values() if r.get("kind") == "compare"}
+    return [r for r in records.values()
+            if not (r.get("kind") == "skipped" and r["name"] in measured)]
+
+
+def report(folders: Path | list[Path]) -> str:
+    """The report of one run's folder, or of several (the first holds the constants, step
+    times and test results; the memory records are merged, see :func:`merged_validate`)."""
+    folders = [folders] if isinstance(folders, Path) else list(folders)
+    constants = load(folders[0], "constants.json")
+    validate = merged_validate(folders)
+    timing = load(folders[0], "timing.json")
+    lines = [*header(constants, folders[0]), *memory_section(validate),
+             *batch_section(validate), *constants_section(constants), *timing_section(timing),
+             *pytest_section(folders[0])]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("folder", type=Path)
+    p.add_argument("folders", type=Path, nargs="+",
+                   help="a session's output folder; more: later runs' memory records")
     p.add_argument("--write", type=Path)
     a = p.parse_args(argv)
-    text = report(a.folder)
+    text = report(a.folders)
     print(text)
     if a.write:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from nasspeech.memory.allocator import replay, round_size
+from nasspeech.memory.allocator import replay
 from nasspeech.memory.profiles import GpuProfile
 from nasspeech.memory.setup import (
     SearchHyper,
@@ -468,7 +468,8 @@ class BatchModel:
         if self.peak_allocated_lower_bound(batch) > profile.capacity_bytes - context:
             return False  # the live bytes alone exceed the device: no need to replay
         sizes = self.sizes(batch)
-        workspace = round_size(int(sizes[self._conv].max())) if len(self._conv) else 0
+        workspace = overheads.conv_workspace_high(int(sizes[self._conv].max())) \
+            if len(self._conv) else 0
         budget = profile.capacity_bytes - context - workspace
         if budget <= 0:
             return False

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from nasspeech.memory import overheads
-from nasspeech.memory.allocator import replay, round_size
+from nasspeech.memory.allocator import replay
 from nasspeech.memory.breakdown import breakdown_at_peak
 from nasspeech.memory.profiles import GpuProfile, get_profile
 from nasspeech.memory.setup import SearchHyper
@@ -177,9 +177,8 @@ def device_overheads(trace: Trace, profile: GpuProfile) -> tuple[int, int, tuple
     """(cuBLAS workspace inside the allocator, CUDA context outside it, conv workspace range)."""
     cublas = overheads.cublas_workspace(profile.hopper)
     context = overheads.CUDA_CONTEXT.value
-    conv_inputs = [a.nbytes for a in trace.allocs if a.aten.startswith("convolution")]
-    high = overheads.CONV_WORKSPACE_MAX_FACTOR.value * max(conv_inputs, default=0)
-    return cublas, context, (0, round_size(high) if high else 0)
+    conv = [a.nbytes for a in trace.allocs if a.aten.startswith("convolution")]
+    return cublas, context, (0, overheads.conv_workspace_high(max(conv, default=0)))
 
 
 def evaluate(trace: Trace, profile: GpuProfile, order: int) -> MemoryEstimate:

@@ -73,3 +73,19 @@ def test_search_budget_arithmetic() -> None:
     assert b["search_steps_per_epoch"] == 10 and b["retrain_steps_per_epoch"] == 9
     assert b["search_h"] == pytest.approx(5 * 300 * (10 * 2.0 + 10 * 0.1) / 3600)
     assert b["retrain_h"] == pytest.approx(5 * 300 * 9 * 0.05 / 3600)
+
+
+def test_a_later_run_replaces_a_configuration_and_what_it_skipped(tmp_path: Path) -> None:
+    first, second = tmp_path / "1", tmp_path / "2"
+    first.mkdir()
+    second.mkdir()
+    (first / "validate.json").write_text(json.dumps([
+        _compare("a", "g", 100, 100, 100, 100),
+        _compare("b", "g", 100, 900, 100, 900),  # a bad measurement, measured again
+        {"kind": "skipped", "name": "c", "why": "budget"}]))
+    (second / "validate.json").write_text(json.dumps([
+        _compare("b", "g", 100, 102, 100, 100), _compare("c", "g", 100, 98, 100, 100)]))
+    records = gpu_report.merged_validate([first, second])
+    assert [(r["name"], r["run"]) for r in records] == [("a", 1), ("b", 2), ("c", 2)]
+    text = gpu_report.report([first, second])
+    assert "| b | g | 8 | 2 | 0.0 | 0.0 | -1.96 |" in text and "Not measured" not in text
