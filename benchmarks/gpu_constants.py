@@ -14,7 +14,7 @@ Run it in a fresh process with no other process on the device (the CUDA context 
 - the cuDNN RNN training reserve space of LSTM/GRU/RNN over a grid of sequence lengths,
   batches, widths, layers and directions (read off the autograd node's saved tensors), and
   whether the weights are copied into a new buffer when they are not one flat chunk (the
-  second-order step's ``functional_call``): ``overheads.RNN_RESERVE_PER_STEP``;
+  second-order step's ``functional_call``): ``overheads.RNN_RESERVE_PER_LAYER``;
 - the transient workspace of each kind of convolution the CNN ops run, at emoDARTS's shapes
   (batch 64): ``overheads.CONV_WORKSPACE_MAX_FACTOR``.
 

@@ -51,10 +51,11 @@ def _mib(n: int | None) -> str:
 
 
 def memory_section(records: list[dict[str, Any]]) -> list[str]:
-    rows = [r for r in records if r.get("kind") == "compare"]
+    rows = [r for r in records if r.get("kind") == "compare" and "invalid" not in r]
+    spoiled = [r for r in records if r.get("kind") == "compare" and "invalid" in r]
     ok = [r for r in rows if "error" not in r]
     lines = ["## 1. Predicted vs measured memory of one search step", ""]
-    if not rows:
+    if not rows and not spoiled:
         return [*lines, "Not run.", ""]
     lines += [("| config | group | batch | order | pred. alloc MiB | meas. alloc MiB | err % | "
               "pred. reserved MiB | meas. reserved MiB | err % | estimate s | step s | run |"),
@@ -74,6 +75,12 @@ def memory_section(records: list[dict[str, Any]]) -> list[str]:
     lines.append("")
     if ok:
         lines += summary_lines(ok)
+    if spoiled:
+        lines += ["Not usable: an earlier step that ran out of memory left its tensors "
+                  "allocated, so these measured on (or ran out of memory on) a device that was "
+                  "already full; the peak allocated of those that ran is derived below, in the "
+                  "section on the estimator as calibrated: "
+                  + ", ".join(f"{r['name']} (run {r['run']})" for r in spoiled) + ".", ""]
     skipped = [r["name"] for r in records if r.get("kind") == "skipped"]
     if skipped:
         lines += [f"Not measured (time budget): {', '.join(skipped)}.", ""]
@@ -117,7 +124,8 @@ def batch_section(records: list[dict[str, Any]]) -> list[str]:
               f"(`set_per_process_memory_fraction`) at the A100-40GB's `total_memory` minus the "
               f"CUDA context measured here ({_mib(ctx)} MiB)."), "",
               ("| order | device | predicted largest batch | runs at it | +5 % batch | "
-              "+5 % runs | real largest batch (bisection) |"), "|---|---|---|---|---|---|---|"]
+              "+5 % runs | real largest batch (bisection) | run |"),
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("part") == "prediction" or "error" in r and "part" not in r:
             if "error" in r:
@@ -127,12 +135,19 @@ def batch_section(records: list[dict[str, Any]]) -> list[str]:
         if "real_max_at_least" in r:
             real = (str(r["real_max_at_least"]) if r["exact"] else
                     f"{r['real_max_at_least']}..{r['real_max_below'] - 1}")
+            if r.get("bisection_invalid"):
+                real = (f"{r['predicted']}..{r['plus5'] - 1} (bisection not usable: it ran "
+                        f"after the +5 % step ran out of memory)")
         if "error" in r:
             real = f"failed: {r['error'][:120]}"
+        if "invalid" in r:
+            real = f"not usable: {r['invalid']}"
         device = "A100-40GB (emulated)" if r["profile"] == "a100-40gb" else "this device"
-        lines.append(f"| {r['order']} | {device} | {r['predicted']} | {r.get('runs', '–')} | "
-                     f"{r.get('plus5', '–')} | {r.get('plus5_runs', '–')} | {real} |")
-    oom = [r for r in rows if r.get("part") == "check" and r.get("runs") is False]
+        runs = ("–", "–") if "invalid" in r else (r.get("runs", "–"), r.get("plus5_runs", "–"))
+        lines.append(f"| {r['order']} | {device} | {r['predicted']} | {runs[0]} | "
+                     f"{r.get('plus5', '–')} | {runs[1]} | {real} | {r['run']} |")
+    oom = [r for r in rows if r.get("part") == "check" and r.get("runs") is False
+           and "invalid" not in r]
     lines += ["", "No predicted largest batch ran out of memory." if not oom else
               f"**{len(oom)} predicted largest batch(es) ran out of memory.**", ""]
     return lines
@@ -296,25 +311,104 @@ def header(constants: list[dict[str, Any]], folder: Path) -> list[str]:
             f"`benchmarks/gpu_session.sh`."), ""]
 
 
+#: what stays allocated between search steps (2 cuBLAS workspaces + 1 MiB, H200)
+PERSISTENT = 68_157_440
+
+
+def mark_validity(records: list[dict[str, Any]]) -> None:
+    """Mark (``invalid``: why) the records of one run that an earlier step running out of
+    memory may have spoiled: its tensors can stay allocated after the error (seen on the
+    H200: 139 GiB still allocated after a step ran out of memory), so what is measured
+    after it is not the step's own. A comparison records ``allocated_at_start`` (newer
+    harness): valid while that is at most what cuBLAS keeps. Otherwise: valid up to the
+    first step that ran out of memory; a largest-batch check's bisection, which follows its
+    +5 % step running out of memory, is never valid."""
+    dirty = False
+    for r in records:
+        kind = r.get("kind")
+        if kind == "compare" and "OutOfMemoryError" in r.get("error", "") and dirty:
+            r["invalid"] = "ran out of memory while an earlier out-of-memory step's tensors " \
+                           "were still allocated"
+        elif kind == "compare" and "error" not in r:
+            start = r.get("allocated_at_start")
+            if (start is not None and start > PERSISTENT) or (start is None and dirty):
+                r["invalid"] = "measured while an earlier out-of-memory step's tensors were " \
+                               "still allocated"
+        elif kind == "max_batch" and r.get("part") == "check":
+            if dirty:
+                r["invalid"] = "run after an out-of-memory step whose tensors stayed allocated"
+            elif r.get("plus5_runs") is False and "tried" in r:
+                r["bisection_invalid"] = True
+            if r.get("runs") is False or r.get("plus5_runs") is False:
+                dirty = True
+
+
 def merged_validate(folders: list[Path]) -> list[dict[str, Any]]:
-    """The memory records of several runs, each marked with its ``run`` (1, 2, ...): a
-    configuration measured again replaces its earlier record; what was skipped counts only
-    from the last run, and not where a run measured it."""
+    """The memory records of several runs, each marked with its ``run`` (1, 2, ...) and
+    its validity (:func:`mark_validity`): a valid measurement of a configuration replaces
+    an earlier one (an invalid one replaces only an invalid one or a failure); what was
+    skipped counts only from the last run, and not where a run measured it."""
     records: dict[tuple, dict[str, Any]] = {}
     for run, folder in enumerate(folders, 1):
-        for r in load(folder, "validate.json"):
+        run_records = load(folder, "validate.json")
+        mark_validity(run_records)
+        for r in run_records:
             kind = r.get("kind")
             if kind == "skipped" and run < len(folders):
                 continue
             key = ((kind, r["name"]) if kind in ("compare", "skipped") else
                    (kind, r.get("order"), r.get("part"), r.get("profile"), run))
+            old = records.get(key)
+            if (kind == "compare" and old is not None and "invalid" in r
+                    and "invalid" not in old and "error" not in old):
+                continue
             records[key] = {**r, "run": run}
     measured = {r["name"] for r in records.values() if r.get("kind") == "compare"}
     return [r for r in records.values()
             if not (r.get("kind") == "skipped" and r["name"] in measured)]
 
 
-def report(folders: Path | list[Path]) -> str:
+def repredict_section(path: Path | None) -> list[str]:
+    """The current estimator (``gpu_repredict.py``) against the same measurements."""
+    if path is None or not path.is_file():
+        return []
+    records = json.loads(path.read_text())
+    rows = [r for r in records if r.get("kind") == "compare"]
+    lines = ["## The estimator as calibrated, against the same measurements", "",
+             ("Predictions of the estimator after this session's calibration, computed on the "
+             "CPU (`benchmarks/gpu_repredict.py`); measurements as above. *Derived*: measured "
+             "while an earlier out-of-memory step's tensors were still allocated, corrected by "
+             "what was allocated before the step (`allocated_at_start`); peak allocated only."),
+             "",
+             ("| config | batch | order | pred. alloc MiB | meas. alloc MiB | err % | "
+             "pred. reserved MiB | meas. reserved MiB | err % |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ea = error_pct(r["pred_allocated"], r["measured_allocated"])
+        mr = r["measured_reserved"]
+        er = f"{error_pct(r['pred_reserved'], mr):+.2f}" if mr else "–"
+        name = r["name"] + (" (derived)" if r.get("derived") else "")
+        lines.append(f"| {name} | {r['batch']} | {r['order']} | {_mib(r['pred_allocated'])} | "
+                     f"{_mib(r['measured_allocated'])} | {ea:+.2f} | "
+                     f"{_mib(r['pred_reserved'])} | {_mib(mr)} | {er} |")
+    alloc = [abs(error_pct(r["pred_allocated"], r["measured_allocated"])) for r in rows]
+    res = [abs(error_pct(r["pred_reserved"], r["measured_reserved"])) for r in rows
+           if r["measured_reserved"]]
+    lines.append("")
+    if alloc and res:
+        lines += [(f"Median |error|: peak allocated {statistics.median(alloc):.2f} % over "
+                  f"{len(alloc)} configurations (worst {max(alloc):.2f} %), peak reserved "
+                  f"{statistics.median(res):.2f} % over {len(res)} (worst {max(res):.2f} %)."),
+                  ""]
+    for r in records:
+        if r.get("kind") == "max_batch":
+            p = r["predicted"]
+            lines.append(f"Largest emoDARTS batch at order {r['order']}: {p['this-device']} on "
+                         f"this device, {p['a100-40gb']} on an A100-40GB.")
+    return [*lines, ""]
+
+
+def report(folders: Path | list[Path], repredict: Path | None = None) -> str:
     """The report of one run's folder, or of several (the first holds the constants, step
     times and test results; the memory records are merged, see :func:`merged_validate`)."""
     folders = [folders] if isinstance(folders, Path) else list(folders)
@@ -322,7 +416,8 @@ def report(folders: Path | list[Path]) -> str:
     validate = merged_validate(folders)
     timing = load(folders[0], "timing.json")
     lines = [*header(constants, folders[0]), *memory_section(validate),
-             *batch_section(validate), *constants_section(constants), *timing_section(timing),
+             *batch_section(validate), *repredict_section(repredict),
+             *constants_section(constants), *timing_section(timing),
              *pytest_section(folders[0])]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -331,9 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folders", type=Path, nargs="+",
                    help="a session's output folder; more: later runs' memory records")
+    p.add_argument("--repredict", type=Path, help="gpu_repredict.py's output")
     p.add_argument("--write", type=Path)
     a = p.parse_args(argv)
-    text = report(a.folders)
+    text = report(a.folders, a.repredict)
     print(text)
     if a.write:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -173,8 +173,10 @@ def estimate(
     return result
 
 
-def device_overheads(trace: Trace, profile: GpuProfile) -> tuple[int, int, tuple[int, int]]:
-    """(cuBLAS workspace inside the allocator, CUDA context outside it, conv workspace range)."""
+def device_overheads(trace: Trace, profile: GpuProfile
+                     ) -> tuple[list[int], int, tuple[int, int]]:
+    """(cuBLAS workspaces inside the allocator, CUDA context outside it, conv workspace
+    range)."""
     cublas = overheads.cublas_workspace(profile.hopper)
     context = overheads.CUDA_CONTEXT.value
     conv = [a.nbytes for a in trace.allocs if a.aten.startswith("convolution")]
@@ -185,22 +187,23 @@ def evaluate(trace: Trace, profile: GpuProfile, order: int) -> MemoryEstimate:
     """Replay ``trace`` through the allocator model and assemble the estimate."""
     cublas, context, workspace = device_overheads(trace, profile)
     sizes = [a.nbytes for a in trace.allocs]
-    result = replay(sizes, trace.events, trace.initial, None, preallocated=[cublas])
+    result = replay(sizes, trace.events, trace.initial, None, preallocated=cublas)
     total = result.peak_reserved + context + workspace[1]
     fits, notes = total <= profile.capacity_bytes, []
     budget = profile.capacity_bytes - context - workspace[1]
     if not fits and result.peak_allocated <= budget:
         # with a full device the allocator releases its cached segments and retries
-        capped = replay(sizes, trace.events, trace.initial, budget, preallocated=[cublas])
+        capped = replay(sizes, trace.events, trace.initial, budget, preallocated=cublas)
         if not capped.oom:
             fits = True
             notes.append("fits only through the allocator's free-cache-and-retry path")
     breakdown = breakdown_at_peak(trace)
-    breakdown["by_category"]["framework_overhead"] = cublas + context
+    breakdown["by_category"]["framework_overhead"] = sum(cublas) + context
     return MemoryEstimate(
         gpu=profile.name, capacity_bytes=profile.capacity_bytes, batch_size=trace.batch_size,
         order=order, peak_allocated_bytes=result.peak_allocated,
-        peak_reserved_bytes=result.peak_reserved, framework_overhead_bytes=cublas + context,
+        peak_reserved_bytes=result.peak_reserved,
+        framework_overhead_bytes=sum(cublas) + context,
         conv_workspace_bytes=workspace, total_bytes=total,
         fits=fits, max_batch_size=None, breakdown=breakdown,
         trace_events=len(trace.events), notes=notes,

@@ -41,6 +41,12 @@ CUDA_CONTEXT = Constant(806_158_336, f"measured: {H200_RUN}", calibrated=True)
 #: H200, and nothing more for bf16 matmuls).
 CUBLAS_WORKSPACE = Constant(2 * 4096 * KiB + 8 * 16 * KiB, "PyTorch CublasHandlePool.cpp default")
 CUBLAS_WORKSPACE_HOPPER = Constant(8 * 4096 * KiB, f"measured: {H200_RUN}", calibrated=True)
+#: The forward pass (the caller's thread) and the backward pass (autograd's device thread)
+#: each get a cuBLAS handle with its own workspace, and 1 MiB more stays allocated: after a
+#: search step 2 x 32 MiB + 1 MiB = 68,157,440 B stayed allocated between steps on the H200
+#: (gpu_memory_validation.py, ``allocated_at_start``; 1 MiB assumed before Hopper too).
+CUBLAS_HANDLES = 2
+PERSISTENT_EXTRA = Constant(MiB, f"measured: {H200_RUN}", calibrated=True)
 
 #: cuDNN RNN training reserve space of one whole (multi-layer) ``_cudnn_rnn`` call:
 #: ``(k x layers - 1) x T x B x H x directions`` float32 values + 256 B, with k = 6 (LSTM),
@@ -69,8 +75,11 @@ def conv_workspace_high(largest_conv_bytes: int) -> int:
     return (high + 511) // 512 * 512 if high else 0
 
 
-def cublas_workspace(hopper: bool) -> int:
-    return (CUBLAS_WORKSPACE_HOPPER if hopper else CUBLAS_WORKSPACE).value
+def cublas_workspace(hopper: bool) -> list[int]:
+    """The allocations a search step leaves for cuBLAS: one workspace per handle (forward
+    and backward threads) and the 1 MiB measured beside them."""
+    one = (CUBLAS_WORKSPACE_HOPPER if hopper else CUBLAS_WORKSPACE).value
+    return [one] * CUBLAS_HANDLES + [PERSISTENT_EXTRA.value]
 
 
 def cudnn_rnn_reserve_bytes(

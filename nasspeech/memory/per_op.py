@@ -39,7 +39,7 @@ def _peaks(trace: Trace, profile: GpuProfile, drop: tuple[str, str] | None = Non
         gone = {i for i, a in enumerate(trace.allocs) if (a.component, a.op) == drop}
         events = [e for e in trace.events if (e if e >= 0 else ~e) not in gone]
         initial = [i for i in trace.initial if i not in gone]
-    r = replay(sizes, events, initial, None, preallocated=[cublas])
+    r = replay(sizes, events, initial, None, preallocated=cublas)
     return r.peak_allocated, r.peak_reserved
 
 

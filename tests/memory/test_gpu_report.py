@@ -89,3 +89,18 @@ def test_a_later_run_replaces_a_configuration_and_what_it_skipped(tmp_path: Path
     assert [(r["name"], r["run"]) for r in records] == [("a", 1), ("b", 2), ("c", 2)]
     text = gpu_report.report([first, second])
     assert "| b | g | 8 | 2 | 0.0 | 0.0 | -1.96 |" in text and "Not measured" not in text
+
+
+def test_what_follows_a_step_that_ran_out_of_memory_is_not_used() -> None:
+    check = {"kind": "max_batch", "order": 2, "part": "check", "profile": "a100-40gb",
+             "predicted": 62, "runs": True, "plus5": 66, "plus5_runs": False,
+             "real_max_at_least": 64, "real_max_below": 65, "exact": True,
+             "tried": [[64, False]]}
+    clean = {**_compare("clean", "g", 1, 1, 1, 1), "allocated_at_start": 68_157_440}
+    full = {**_compare("full", "g", 1, 1, 1, 1), "allocated_at_start": 10**11}
+    old_harness = _compare("old", "g", 1, 1, 1, 1)  # no allocated_at_start
+    before = _compare("before", "g", 1, 1, 1, 1)
+    records = [before, check, clean, full, old_harness, dict(check)]
+    gpu_report.mark_validity(records)
+    assert [("invalid" in r) for r in records] == [False, False, False, True, True, True]
+    assert records[1]["bisection_invalid"] is True  # bisected after the +5 % step failed
