@@ -42,11 +42,10 @@ PROFILES: dict[str, GpuProfile] = {
         _p("a100-40gb", 42_505_273_344, "NVIDIA A100 40GB (SXM4/PCIe)", _REPORTED),
         _p("a100-80gb", 85_097_971_712, "NVIDIA A100 80GB (SXM4/PCIe)", _REPORTED),
         _p("h100-80gb", 85_044_887_552, "NVIDIA H100 80GB (SXM5/PCIe)", _REPORTED, True),
-        # 143,771 MiB: the total nvidia-smi showed for the H200 (SXM, 141 GB HBM3e nominal)
-        # lent to this project (2026-10-27); torch's total_memory reads the same device
-        # total. Not yet read by benchmarks/gpu_session.sh (see docs/memory.md)
-        _p("h200", 150_754_820_096, "NVIDIA H200 141GB", "nvidia-smi total of an H200, "
-           "2026-10-27 (143771 MiB)", True),
+        # H200 SXM, 141 GB HBM3e nominal: nvidia-smi shows 143,771 MiB, torch's total_memory
+        # 150,109,880,320 B (615 MiB less), read on this project's H200, 2026-11-29
+        _p("h200", 150_109_880_320, "NVIDIA H200 141GB", "torch total_memory measured on an "
+           "H200 (torch 2.11, driver 580.159.04), 2026-11-29", True),
         _p("l4", 23_580_639_232, "NVIDIA L4 24GB", _REPORTED),
         _p("v100-16gb", 16 * GiB, "NVIDIA V100 16GB", _VENDOR),
         _p("v100-32gb", 32 * GiB, "NVIDIA V100 32GB", _VENDOR),
