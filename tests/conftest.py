@@ -22,7 +22,7 @@ def _seed() -> None:
 def pytest_collection_modifyitems(config, items):
     run_slow = config.getoption("-m") and "slow" in config.getoption("-m")
     for item in items:
-        if "gpu" in item.keywords and not torch.cuda.is_available():
+        if item.get_closest_marker("gpu") and not torch.cuda.is_available():
             item.add_marker(pytest.mark.skip(reason="needs CUDA"))
-        if "slow" in item.keywords and not run_slow:
+        if item.get_closest_marker("slow") and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow: run with -m slow"))

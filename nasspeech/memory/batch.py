@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from nasspeech.memory.allocator import replay, round_size
+from nasspeech.memory.allocator import replay
 from nasspeech.memory.profiles import GpuProfile
 from nasspeech.memory.setup import (
     SearchHyper,
@@ -140,7 +140,8 @@ class StepTracerSession:
         (``parallel=None``), would not pay: when no CPU core is idle (processes sharing a
         core run slower than one after the other), measured from ``/proc/stat`` since the
         session was created, while this process kept one core busy. ``parallel=False``
-        never forks, ``True`` always does where it can."""
+        never forks, ``True`` always does where it can (not where a forked copy could not
+        run autograd: :func:`forked_autograd_works`)."""
         if parallel is False or not self.meta or not sys.platform.startswith("linux"):
             return None  # (fork is unsafe with some of macOS's system libraries)
         if any(not t.daemon for t in threading.enumerate()
@@ -148,7 +149,36 @@ class StepTracerSession:
             return None  # a lock another thread holds would stay locked in the copy
         if parallel is None and idle_cores(self._cpu_mark) < 0.6:
             return None
+        if not forked_autograd_works():
+            return None
         return BackgroundTraces(self, [_job(j) for j in jobs])
+
+
+_FORKED_AUTOGRAD_BROKEN = False
+
+
+def forked_autograd_works() -> bool:
+    """Whether a forked copy of this process can run a backward pass (Linux). It cannot
+    once this process started autograd's device threads: on a machine with CUDA, its first
+    backward pass does (PyTorch then refuses autograd in a fork). Tried in a fork; a
+    failure is remembered (the threads do not go away)."""
+    global _FORKED_AUTOGRAD_BROKEN
+    if _FORKED_AUTOGRAD_BROKEN or not sys.platform.startswith("linux"):
+        return not _FORKED_AUTOGRAD_BROKEN and sys.platform.startswith("linux")
+    if not torch.cuda.is_available():
+        return True  # no device threads without a device
+    pid = os.fork()
+    if pid == 0:  # the child: one tiny backward pass, exit without any cleanup
+        code = 1
+        try:
+            x = torch.ones(1, requires_grad=True)
+            (x * 2).sum().backward()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    _FORKED_AUTOGRAD_BROKEN = os.waitstatus_to_exitcode(status) != 0
+    return not _FORKED_AUTOGRAD_BROKEN
 
 
 def _job(job: Job) -> tuple[int, int | None]:
@@ -468,12 +498,13 @@ class BatchModel:
         if self.peak_allocated_lower_bound(batch) > profile.capacity_bytes - context:
             return False  # the live bytes alone exceed the device: no need to replay
         sizes = self.sizes(batch)
-        workspace = round_size(int(sizes[self._conv].max())) if len(self._conv) else 0
+        workspace = overheads.conv_workspace_high(int(sizes[self._conv].max())) \
+            if len(self._conv) else 0
         budget = profile.capacity_bytes - context - workspace
         if budget <= 0:
             return False
         result = replay(sizes.tolist(), self.template.events, self.template.initial, budget,
-                        [cublas])
+                        cublas)
         return not result.oom
 
     def max_batch(self, profile: GpuProfile, limit: int = 1 << 20,

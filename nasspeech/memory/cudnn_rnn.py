@@ -3,12 +3,14 @@
 On CUDA, PyTorch runs a whole multi-layer RNN as one ``_cudnn_rnn`` call: it returns the
 output sequence, the final hidden (and cell) state and a *reserve space* that keeps what
 the backward pass needs (all layers, all steps), and saves the input, weights, initial states,
-output and reserve for backward; ``_cudnn_rnn_backward`` returns the input, state and weight
+output and reserve for backward (plus a copy of the weights in one buffer when they are not
+already one flat chunk: the module's own weights are, after ``.to(device)``; the weights
+``functional_call`` substitutes, as the second-order step does, are not); ``_cudnn_rnn_backward`` returns the input, state and weight
 gradients. The CPU kernels a fake trace would run instead (oneDNN per layer, or a Python-level
 loop over time steps for ``nn.RNN``) keep different buffers, and PyTorch's fake kernels count
 the reserve space as 0. :func:`emulate_cudnn_rnns` swaps each RNN module's forward, for the
 duration of a CUDA-target trace, for an autograd function with exactly cuDNN's tensors; the
-reserve size comes from :mod:`nasspeech.memory.overheads` (uncalibrated until measured).
+reserve size comes from :mod:`nasspeech.memory.overheads` (measured on an H200).
 """
 
 from __future__ import annotations
@@ -31,22 +33,24 @@ class _CudnnRnn(torch.autograd.Function):
         out = x.new_empty(t, b, meta["hidden"] * meta["dirs"])
         hy = hx.new_empty(hx.shape)
         cy = cx.new_empty(cx.shape) if cx is not None else hx.new_empty(0)
-        reserve_bytes = sum(
-            overheads.cudnn_rnn_reserve_bytes(meta["mode"], t, b, meta["hidden"], meta["dirs"])
-            for _ in range(meta["layers"])
-        )
+        reserve_bytes = overheads.cudnn_rnn_reserve_bytes(
+            meta["mode"], t, b, meta["hidden"], meta["dirs"], layers=meta["layers"])
         reserve = x.new_empty(reserve_bytes // x.element_size())
+        # weights that are not the module's own (one flat chunk after .to(device)), e.g.
+        # w' under functional_call: cuDNN copies them into a buffer it keeps for backward
+        copied = x.new_empty(sum(w.numel() for w in weights)) if meta["copy_weights"] \
+            else x.new_empty(0)
         ctx.meta = meta
         ctx.has_cx = cx is not None
         ctx.save_for_backward(x, hx, cx if cx is not None else hx.new_empty(0), out, reserve,
-                              *weights)
+                              copied, *weights)
         ctx.mark_non_differentiable(reserve)
         return out, hy, cy, reserve
 
     @staticmethod
     def backward(ctx: Any, d_out: torch.Tensor, d_hy: torch.Tensor, d_cy: torch.Tensor,
                  _d_reserve: torch.Tensor) -> tuple[Any, ...]:
-        x, hx, cx, _out, _reserve, *weights = ctx.saved_tensors
+        x, hx, cx, _out, _reserve, _copied, *weights = ctx.saved_tensors
         dx = torch.empty_like(x)
         dhx = torch.empty_like(hx)
         dcx = torch.empty_like(cx) if ctx.has_cx else None
@@ -55,6 +59,8 @@ class _CudnnRnn(torch.autograd.Function):
 
 
 def _forward(module: nn.RNNBase, x: torch.Tensor, hx: Any = None) -> tuple[Any, Any]:
+    if getattr(module, "_weights_have_changed", lambda: False)():
+        module._init_flat_weights()  # as RNNBase.forward: e.g. weights from functional_call
     if module.batch_first:
         x = x.transpose(0, 1)
     x = x.contiguous()
@@ -70,8 +76,10 @@ def _forward(module: nn.RNNBase, x: torch.Tensor, hx: Any = None) -> tuple[Any, 
     else:
         h0, c0 = hx, None
     mode = "lstm" if is_lstm else "gru" if isinstance(module, nn.GRU) else "rnn"
+    own = getattr(module, "_nasspeech_own_weights", None)
     meta = {"seq_len": t, "batch": b, "hidden": module.hidden_size, "dirs": dirs,
-            "layers": module.num_layers, "mode": mode}
+            "layers": module.num_layers, "mode": mode,
+            "copy_weights": own is not None and own != [id(w) for w in module._flat_weights]}
     out, hy, cy, _reserve = _CudnnRnn.apply(meta, x, h0, c0, *module._flat_weights)
     if module.batch_first:
         out = out.transpose(0, 1)
@@ -86,9 +94,10 @@ def emulate_cudnn_rnns(model: nn.Module) -> Iterator[int]:
     for m in model.modules():
         if isinstance(m, nn.RNNBase) and not getattr(m, "proj_size", 0):
             m.forward = _forward.__get__(m)
+            m._nasspeech_own_weights = [id(w) for w in m._flat_weights]
             swapped.append(m)
     try:
         yield len(swapped)
     finally:
         for m in swapped:
-            del m.forward
+            del m.forward, m._nasspeech_own_weights

@@ -4,15 +4,17 @@ device overheads, and report peak memory, whether it fits, and the largest batch
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
 from nasspeech.memory import overheads
-from nasspeech.memory.allocator import replay, round_size
+from nasspeech.memory.allocator import replay
+from nasspeech.memory.breakdown import breakdown_at_peak
 from nasspeech.memory.profiles import GpuProfile, get_profile
 from nasspeech.memory.setup import SearchHyper
 from nasspeech.memory.trace import Trace
@@ -48,13 +50,44 @@ class MemoryEstimate:
         return data
 
 
+class SpaceConfigError(ValueError):
+    """A config whose space or search section does not validate: one line per field."""
+
+
 def resolve_space(space_or_config: SearchSpace | str | Path) -> tuple[SearchSpace, dict]:
-    """A space and the config's ``search:`` section (empty for a bare space)."""
+    """A space and the config's ``search:`` section (empty for a bare space).
+
+    A run config's ``space:`` and ``search:`` sections are validated; a problem raises
+    :class:`SpaceConfigError` with one line per field (``space.components.0.cells: ...``).
+    """
     if isinstance(space_or_config, SearchSpace):
         return space_or_config, {}
     data = load_mapping(space_or_config)
     search = data.get("search") or {}
-    return SearchSpace.from_file(space_or_config), dict(search)
+    try:
+        if "space" in data and "components" not in data:  # a run config
+            sections = _run_config_sections(bool(search))
+            space = sections.model_validate({**data, "search": search}).space
+        else:
+            space = SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        from nasspeech.config import format_errors
+
+        raise SpaceConfigError(
+            f"{space_or_config} does not validate:\n{format_errors(exc)}") from None
+    return space, dict(search)
+
+
+def _run_config_sections(with_search: bool) -> type[BaseModel]:
+    """A model of the run-config sections an estimate reads (the others are not checked).
+    The search section's model lives in :mod:`nasspeech.config`, whose imports (the data
+    package) take about a second: imported only when there is a search section to check."""
+    fields: dict[str, Any] = {"space": (SearchSpace, ...)}
+    if with_search:
+        from nasspeech.config import SearchConfig
+
+        fields["search"] = (SearchConfig, ...)
+    return create_model("EstimateConfig", __config__=ConfigDict(extra="ignore"), **fields)
 
 
 def estimate(
@@ -140,76 +173,38 @@ def estimate(
     return result
 
 
-def device_overheads(trace: Trace, profile: GpuProfile) -> tuple[int, int, tuple[int, int]]:
-    """(cuBLAS workspace inside the allocator, CUDA context outside it, conv workspace range)."""
+def device_overheads(trace: Trace, profile: GpuProfile
+                     ) -> tuple[list[int], int, tuple[int, int]]:
+    """(cuBLAS workspaces inside the allocator, CUDA context outside it, conv workspace
+    range)."""
     cublas = overheads.cublas_workspace(profile.hopper)
     context = overheads.CUDA_CONTEXT.value
-    conv_inputs = [a.nbytes for a in trace.allocs if a.aten.startswith("convolution")]
-    high = overheads.CONV_WORKSPACE_MAX_FACTOR.value * max(conv_inputs, default=0)
-    return cublas, context, (0, round_size(high) if high else 0)
+    conv = [a.nbytes for a in trace.allocs if a.aten.startswith("convolution")]
+    return cublas, context, (0, overheads.conv_workspace_high(max(conv, default=0)))
 
 
 def evaluate(trace: Trace, profile: GpuProfile, order: int) -> MemoryEstimate:
     """Replay ``trace`` through the allocator model and assemble the estimate."""
     cublas, context, workspace = device_overheads(trace, profile)
     sizes = [a.nbytes for a in trace.allocs]
-    result = replay(sizes, trace.events, trace.initial, None, preallocated=[cublas])
+    result = replay(sizes, trace.events, trace.initial, None, preallocated=cublas)
     total = result.peak_reserved + context + workspace[1]
     fits, notes = total <= profile.capacity_bytes, []
     budget = profile.capacity_bytes - context - workspace[1]
     if not fits and result.peak_allocated <= budget:
         # with a full device the allocator releases its cached segments and retries
-        capped = replay(sizes, trace.events, trace.initial, budget, preallocated=[cublas])
+        capped = replay(sizes, trace.events, trace.initial, budget, preallocated=cublas)
         if not capped.oom:
             fits = True
             notes.append("fits only through the allocator's free-cache-and-retry path")
     breakdown = breakdown_at_peak(trace)
-    breakdown["by_category"]["framework_overhead"] = cublas + context
+    breakdown["by_category"]["framework_overhead"] = sum(cublas) + context
     return MemoryEstimate(
         gpu=profile.name, capacity_bytes=profile.capacity_bytes, batch_size=trace.batch_size,
         order=order, peak_allocated_bytes=result.peak_allocated,
-        peak_reserved_bytes=result.peak_reserved, framework_overhead_bytes=cublas + context,
+        peak_reserved_bytes=result.peak_reserved,
+        framework_overhead_bytes=sum(cublas) + context,
         conv_workspace_bytes=workspace, total_bytes=total,
         fits=fits, max_batch_size=None, breakdown=breakdown,
         trace_events=len(trace.events), notes=notes,
     )
-
-
-_OUTSIDE_COMPONENTS = ("other", "classifier", "handovers")
-
-
-def op_key(component: str, op: str | None) -> str:
-    """``component/op``; allocations of a component outside its candidate ops (preprocessing,
-    weighted sums, concatenation) are ``component/(cell glue)``."""
-    if op:
-        return f"{component}/{op}"
-    return component if component in _OUTSIDE_COMPONENTS else f"{component}/(cell glue)"
-
-
-def breakdown_at_peak(trace: Trace) -> dict[str, dict[str, int]]:
-    """Live bytes (rounded to the allocator's 512 B) by category, component and candidate op
-    at the moment of peak allocation."""
-    rounded = [round_size(a.nbytes) for a in trace.allocs]
-    live = sum(rounded[i] for i in trace.initial)
-    peak, peak_at = live, -1
-    for k, e in enumerate(trace.events):
-        live += rounded[e] if e >= 0 else -rounded[~e]
-        if live > peak:
-            peak, peak_at = live, k
-    alive = set(trace.initial)
-    for e in trace.events[: peak_at + 1]:
-        if e >= 0:
-            alive.add(e)
-        else:
-            alive.discard(~e)
-    by_cat: dict[str, int] = defaultdict(int)
-    by_comp: dict[str, int] = defaultdict(int)
-    by_op: dict[str, int] = defaultdict(int)
-    for i in alive:
-        a = trace.allocs[i]
-        by_cat[a.category] += rounded[i]
-        by_comp[a.component] += rounded[i]
-        by_op[op_key(a.component, a.op)] += rounded[i]
-    ordered = lambda d: dict(sorted(d.items(), key=lambda kv: -kv[1]))
-    return {"by_category": ordered(by_cat), "by_component": ordered(by_comp),
-            "by_op": ordered(by_op)}

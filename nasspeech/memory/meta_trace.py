@@ -16,7 +16,8 @@ plain *meta* tensors (no subclass, no fake mode) under one dispatch mode that
   shapes, and these ops change no metadata);
 - gives the answers a fake *CPU* tensor gives: convolution outputs in the memory format the
   CPU backend picks (FakeTensor's convolution rule), scaled-dot-product attention through the
-  kernel PyTorch picks for CPU tensors (:func:`cpu_attention`), a constant for ``.item()``.
+  kernel PyTorch picks for CPU tensors (:func:`~nasspeech.memory.cpu_probe.cpu_attention`),
+  a constant for ``.item()``.
 
 The result is the fake trace, event for event and byte for byte (tests compare the two, and
 the fake trace is compared with a real CPU run). It serves CUDA-target traces only: the CPU
@@ -25,22 +26,16 @@ target needs oneDNN's LSTM workspaces, which only the fake tracer measures.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.fx.operator_schemas import normalize_function
-from torch.nn.attention import SDPBackend
-from torch.utils._python_dispatch import _disable_current_modes
 
+from nasspeech.memory.cpu_probe import arg_key, cpu_conv_layout
 from nasspeech.memory.trace import _BN_BACKWARD, _LSD, Trace, _bn_backward_layout, _scalar, _Tracker
 
 _CONVS = {torch.ops.aten.convolution.default, torch.ops.aten._convolution.default,
           torch.ops.aten.convolution_backward.default}
-_SDP_FLASH_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
 _empty_strided = torch.empty_strided
 _DisableTorchDispatch = torch._C._DisableTorchDispatch
 
@@ -65,17 +60,6 @@ def _classify(func: Any) -> int:
     return _INPLACE if schema.is_mutable else _FUNCTIONAL
 
 
-def _arg_key(a: Any) -> Any:
-    t = type(a)
-    if t is Tensor or isinstance(a, Tensor):
-        return (a.shape, a.stride(), a.dtype, a.is_meta, a.requires_grad)
-    if t is float or t is bool:
-        return (t, a)  # 1, 1.0 and True are equal and hash alike, but promote differently
-    if t is list or t is tuple:
-        return (t, *[x if type(x) is int else _arg_key(x) for x in a])
-    return a
-
-
 def _key(fid: int, args: tuple, kwargs: dict | None) -> tuple:
     """The cache key of a call: the op, and its arguments' metadata. A tensor's storage
     offset is left out: an op's own outputs do not depend on it (an output that aliases an
@@ -89,11 +73,11 @@ def _key(fid: int, args: tuple, kwargs: dict | None) -> tuple:
         elif t is int:
             append(a)
         else:
-            append(_arg_key(a))
+            append(arg_key(a))
     if kwargs:
         for k, v in kwargs.items():
             append(k)
-            append(_arg_key(v))
+            append(arg_key(v))
     return tuple(key)
 
 
@@ -223,48 +207,13 @@ def _rebuild_inplace(spec: tuple, args: tuple, kwargs: dict | None) -> Any:
     return spec[1](_fetch(loc, args, kwargs) for loc in spec[2])
 
 
-def _cpu(t: Tensor | None) -> Tensor | None:
-    """An empty CPU tensor with ``t``'s metadata (to ask PyTorch what a CPU backend does)."""
-    if t is None:
-        return None
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu",
-                               requires_grad=t.requires_grad)
-
-
-def _cpu_conv_layout(func: Any, args: tuple, kwargs: dict | None, out: Any) -> Any:
-    """Lay the convolution outputs out in the memory format the CPU backend picks (what
-    FakeTensor's convolution rule does for fake CPU tensors)."""
-    _, kw = normalize_function(func, args, kwargs or {}, normalize_to_only_use_kwargs=True)
-    inp, weight = _cpu(kw["input"]), _cpu(kw["weight"])
-    select = {k: kw[k] for k in ("stride", "padding", "dilation", "transposed",
-                                 "output_padding", "groups")}
-    select["bias"] = _cpu(kw.get("bias"))
-    if select["bias"] is None:
-        select["bias_sizes"] = kw.get("bias_sizes")
-    backend = torch._C._select_conv_backend(inp, weight, **select)
-    if weight.ndim == 3 and not inp.is_mkldnn:
-        inp, weight = inp.contiguous().unsqueeze(2), weight.unsqueeze(2)
-    fmt = torch._C._conv_determine_backend_memory_format(inp, weight, backend)
-
-    def convert(t: Tensor | None) -> Tensor | None:
-        if t is None:
-            return None
-        if t.dim() == 3 and fmt == torch.channels_last:
-            return t.unsqueeze(2).to(memory_format=fmt).squeeze(2)
-        return t.to(memory_format=fmt)
-
-    if isinstance(out, Tensor):
-        return convert(out)
-    return (convert(out[0]), convert(out[1]), out[2])
-
-
 def _call(func: Any, args: tuple, kwargs: dict | None) -> Any:
     """Run the meta kernel, then correct the layouts where a CPU kernel differs."""
     out = func(*args, **(kwargs or {}))
     if func is _BN_BACKWARD:
         out = _bn_backward_layout(out, args)
     elif func in _CONVS:
-        out = _cpu_conv_layout(func, args, kwargs, out)
+        out = cpu_conv_layout(func, args, kwargs, out)
     return out
 
 
@@ -372,40 +321,3 @@ class MetaTracker(_Tracker):
 
     def seen_ops(self) -> set[Any]:
         return {f for fid, f in self.funcs.items() if self.kinds[fid] != _ITEM}
-
-
-_SDP_CHOICES: dict[tuple, int] = {}
-
-
-@contextlib.contextmanager
-def cpu_attention() -> Iterator[None]:
-    """Within the block, ``F.scaled_dot_product_attention`` on meta tensors runs the kernel
-    PyTorch picks for CPU tensors of the same shapes (its C++ backend choice goes by device
-    and would take the math fallback for meta tensors), as the fake trace does."""
-    original = F.scaled_dot_product_attention
-
-    def sdpa(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
-             dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
-             enable_gqa: bool = False) -> Tensor:
-        if query.device.type == "meta":
-            if attn_mask is not None:
-                raise NotImplementedError("attention masks on meta tensors")
-            k = (_arg_key(query), _arg_key(key), _arg_key(value), dropout_p, is_causal, scale,
-                 enable_gqa, torch.is_grad_enabled())
-            if k not in _SDP_CHOICES:
-                with _disable_current_modes():  # the probe tensors are not the step's
-                    _SDP_CHOICES[k] = int(torch._fused_sdp_choice(
-                        _cpu(query), _cpu(key), _cpu(value), None, dropout_p, is_causal,
-                        scale=scale, enable_gqa=enable_gqa))
-            if _SDP_CHOICES[k] == int(SDPBackend.FLASH_ATTENTION):
-                return _SDP_FLASH_CPU(query, key, value, dropout_p, is_causal, scale=scale)[0]
-            if _SDP_CHOICES[k] != int(SDPBackend.MATH):
-                raise NotImplementedError(f"attention backend {_SDP_CHOICES[k]} on meta tensors")
-        return original(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
-                        enable_gqa=enable_gqa)
-
-    F.scaled_dot_product_attention = sdpa
-    try:
-        yield
-    finally:
-        F.scaled_dot_product_attention = original

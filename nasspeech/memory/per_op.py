@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nasspeech.memory.allocator import replay
-from nasspeech.memory.estimate import device_overheads
+from nasspeech.memory.overheads import cublas_workspace
 from nasspeech.memory.profiles import GpuProfile, get_profile
 from nasspeech.memory.setup import SearchHyper
 from nasspeech.memory.trace import Trace
@@ -31,7 +31,7 @@ class OpCost:
 
 
 def _peaks(trace: Trace, profile: GpuProfile, drop: tuple[str, str] | None = None) -> tuple[int, int]:
-    cublas, _, _ = device_overheads(trace, profile)
+    cublas = cublas_workspace(profile.hopper)
     sizes = [a.nbytes for a in trace.allocs]
     if drop is None:
         events, initial = trace.events, trace.initial
@@ -39,7 +39,7 @@ def _peaks(trace: Trace, profile: GpuProfile, drop: tuple[str, str] | None = Non
         gone = {i for i, a in enumerate(trace.allocs) if (a.component, a.op) == drop}
         events = [e for e in trace.events if (e if e >= 0 else ~e) not in gone]
         initial = [i for i in trace.initial if i not in gone]
-    r = replay(sizes, events, initial, None, preallocated=[cublas])
+    r = replay(sizes, events, initial, None, preallocated=cublas)
     return r.peak_allocated, r.peak_reserved
 
 
@@ -55,7 +55,7 @@ def per_op_costs(
     """Every removable candidate op of every component with what removing it saves, costliest
     first. ``none`` ops cost nothing (mixed ops skip them) and are left out."""
     from nasspeech.memory.batch import trace_at
-    from nasspeech.memory.estimate import breakdown_at_peak, op_key
+    from nasspeech.memory.breakdown import breakdown_at_peak, op_key
 
     profile = get_profile(gpu)
     hyper = hyper or SearchHyper()

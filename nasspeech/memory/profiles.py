@@ -9,6 +9,8 @@ most (ECC/driver reservations), and is recorded in ``docs/memory.md`` once calib
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 GiB = 1024**3
@@ -40,7 +42,10 @@ PROFILES: dict[str, GpuProfile] = {
         _p("a100-40gb", 42_505_273_344, "NVIDIA A100 40GB (SXM4/PCIe)", _REPORTED),
         _p("a100-80gb", 85_097_971_712, "NVIDIA A100 80GB (SXM4/PCIe)", _REPORTED),
         _p("h100-80gb", 85_044_887_552, "NVIDIA H100 80GB (SXM5/PCIe)", _REPORTED, True),
-        _p("h200", 150_754_820_096, "NVIDIA H200 141GB", _REPORTED, True),
+        # H200 SXM, 141 GB HBM3e nominal: nvidia-smi shows 143,771 MiB, torch's total_memory
+        # 150,109,880,320 B (615 MiB less), read on this project's H200, 2026-11-29
+        _p("h200", 150_109_880_320, "NVIDIA H200 141GB", "torch total_memory measured on an "
+           "H200 (torch 2.11, driver 580.159.04), 2026-11-29", True),
         _p("l4", 23_580_639_232, "NVIDIA L4 24GB", _REPORTED),
         _p("v100-16gb", 16 * GiB, "NVIDIA V100 16GB", _VENDOR),
         _p("v100-32gb", 32 * GiB, "NVIDIA V100 32GB", _VENDOR),
@@ -60,7 +65,8 @@ class UnknownGpuError(KeyError):
 def get_profile(gpu: str | GpuProfile | int) -> GpuProfile:
     """A profile by name (case-insensitive), a custom capacity in bytes, or a profile itself.
 
-    A string such as ``"24GiB"``/``"24GB"``/``"25000000000"`` gives a custom device.
+    A string with a unit, such as ``"24GiB"``/``"24GB"``/``"512MiB"``, gives a custom device;
+    a bare number is refused (``"24"`` would be 24 bytes).
     """
     if isinstance(gpu, GpuProfile):
         return gpu
@@ -69,7 +75,7 @@ def get_profile(gpu: str | GpuProfile | int) -> GpuProfile:
     key = gpu.strip().lower()
     if key in PROFILES:
         return PROFILES[key]
-    capacity = parse_capacity(key)
+    capacity = parse_capacity(gpu)
     if capacity is not None:
         return custom_profile(capacity)
     known = ", ".join(PROFILES)
@@ -87,16 +93,41 @@ def custom_profile(capacity_bytes: int, name: str | None = None) -> GpuProfile:
     )
 
 
+#: capacity units, binary (GiB) and decimal (GB), as ``--gpu`` accepts them
+UNITS = {"tib": 1024**4, "gib": GiB, "mib": MiB, "tb": 10**12, "gb": 10**9, "mb": 10**6,
+         "b": 1}
+_CAPACITY = re.compile(r"^([0-9.eE+-]+|inf(inity)?|nan)\s*([a-z]*)$")
+
+
 def parse_capacity(text: str) -> int | None:
-    """Bytes from ``"40GiB"``, ``"40gb"`` (decimal), ``"512MiB"`` or a plain integer; else None."""
-    units = {"gib": GiB, "mib": MiB, "gb": 10**9, "mb": 10**6, "b": 1, "": 1}
-    text = text.strip().lower().replace(" ", "")
-    for unit in sorted(units, key=len, reverse=True):
-        if text.endswith(unit):
-            number = text[: len(text) - len(unit)] if unit else text
-            try:
-                value = float(number)
-            except ValueError:
-                continue
-            return int(value * units[unit]) if value > 0 else None
-    return None
+    """Bytes from ``"40GiB"``, ``"40gb"`` (decimal), ``"512MiB"``, ``"1.5TB"``, ``"1000B"``;
+    None if ``text`` is not a number with a unit. A number without a unit, with an unknown
+    unit, or that is not finite and positive raises :class:`ValueError` naming the text."""
+    text = text.strip()
+    match = _CAPACITY.match(text.lower())
+    if match is None:
+        return None
+    number, unit = match.group(1), match.group(3)
+    try:
+        value = float(number)
+    except ValueError:
+        return None
+    units = "GiB, GB, MiB, MB, TiB, TB or B"
+    if not unit:
+        raise ValueError(f"GPU capacity {text!r} has no unit: write e.g. '{number}GiB' or "
+                         f"'{number}GB' ({units})")
+    if unit not in UNITS:
+        raise ValueError(f"GPU capacity {text!r}: unknown unit {unit!r}; use {units}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"GPU capacity {text!r} must be a finite number above 0")
+    return int(value * UNITS[unit])
+
+
+def profile_table() -> str:
+    """The known profiles, one per line: name, capacity, model, source of the figure."""
+    rows = [f"{'name':<11} {'capacity':>10} {'bytes':>17}  model; source"]
+    for p in PROFILES.values():
+        rows.append(f"{p.name:<11} {p.capacity_bytes / GiB:>6.2f} GiB {p.capacity_bytes:>17,}"
+                    f"  {p.description}; {p.source}")
+    rows.append("or any capacity with a unit, e.g. --gpu 24GiB (binary) or --gpu 24GB (decimal)")
+    return "\n".join(rows)

@@ -59,6 +59,6 @@ def render(est: MemoryEstimate) -> str:
                          f"{fmt_bytes(c['saves_reserved_bytes']):>10}")
         lines.append("")
     lines.append(f"({est.trace_events} allocator events traced in {est.seconds:.1f} s; "
-                 "device constants uncalibrated, see docs/memory.md)")
+                 "device constants measured on an H200, see docs/memory.md)")
     lines += [f"note: {n}" for n in est.notes]
     return "\n".join(lines)

@@ -534,7 +534,7 @@ def trace_step(
     rnns = emulate_cudnn_rnns(setup.model) if target == "cuda" else contextlib.nullcontext()
     attention = contextlib.nullcontext()
     if tracker is not None:
-        from nasspeech.memory.meta_trace import cpu_attention
+        from nasspeech.memory.cpu_probe import cpu_attention
 
         attention = cpu_attention()
     gc_was_enabled = gc.isenabled()

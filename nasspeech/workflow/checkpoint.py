@@ -41,16 +41,17 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
+    """Restore what :func:`rng_state` returned (a checkpoint loaded onto a GPU brings its RNG
+    tensors there: they are taken back to the CPU, where every generator state lives)."""
+    torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached"]))
     p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()),
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].cpu().tolist()),
                      p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

@@ -87,7 +87,17 @@ def test_sizes_only_trace_has_the_same_events(make) -> None:
     assert light.allocs == [] and full.allocs  # no per-storage records were made
 
 
+def _skip_unless_forks_run_autograd() -> None:
+    """(At run time: an earlier test may have started autograd's device threads.)"""
+    from nasspeech.memory.batch import forked_autograd_works
+
+    if not forked_autograd_works():
+        pytest.skip("this process started autograd's device threads (a CUDA machine): a "
+                    "forked copy cannot run backward; estimates then trace in one process")
+
+
 def test_background_traces_match_traces_in_this_process() -> None:
+    _skip_unless_forks_run_autograd()
     session = StepTracerSession(conv_space(), SearchHyper(order=2))
     background = BackgroundTraces(session, [(2, None), (3, 1), (0, None), (4, None)])
     here = session.trace(2, attribute=False)

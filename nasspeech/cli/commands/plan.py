@@ -15,7 +15,8 @@ HELP = "propose ranked configurations (fewer ops/nodes/cells, partial channels, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="run config (YAML/JSON) with a space: section, or a space")
     parser.add_argument("--gpu", required=True,
-                        help="GPU name (e.g. a100-40gb, t4) or a capacity such as 24GiB")
+                        help="GPU name (e.g. a100-40gb, t4; see `nasspeech estimate "
+                             "--list-gpus`) or a capacity with a unit, such as 24GiB")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: the config's search.batch_size, else 64")
     parser.add_argument("--order", type=int, choices=(1, 2), default=None)
