@@ -84,9 +84,10 @@ def test_memory_bad_input(case: Case, tmp_path: Path) -> None:
 
 
 def _huge_space() -> SearchSpace:
-    """A space whose step holds 256 GiB activations (16384 x 16384 inputs, batch 256)."""
+    """A space whose step holds 64 GiB tensors (8192 x 8192 inputs, the most values per sample
+    a space accepts, batch 256)."""
     return SearchSpace.model_validate({
-        "name": "huge", "input_shape": [1, 16384, 16384], "num_classes": 4,
+        "name": "huge", "input_shape": [1, 8192, 8192], "num_classes": 4,
         "components": [{"name": "cnn", "family": "cnn", "ops": ["sep_conv_3x3", "skip_connect"],
                         "cells": 1, "nodes": 1, "channels": 8}],
     })
@@ -94,8 +95,8 @@ def _huge_space() -> SearchSpace:
 
 def test_meta_tracer_allocates_no_host_memory_the_size_of_the_model() -> None:
     """The meta tracer asks PyTorch which CPU conv backend/layout a conv takes; that probe
-    used to allocate a real CPU tensor the size of each conv input (256 GiB here: refused by
-    the host allocator). Every CPU allocation during the trace must stay small."""
+    used to allocate a real CPU tensor the size of each conv input (64 GiB here: beyond this
+    machine's memory). Every CPU allocation during the trace must stay small."""
     from torch.profiler import ProfilerActivity, profile
 
     from nasspeech.memory.batch import StepTracerSession
@@ -104,7 +105,7 @@ def test_meta_tracer_allocates_no_host_memory_the_size_of_the_model() -> None:
     session = StepTracerSession(_huge_space(), SearchHyper(order=1))
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         trace = session.trace(256)
-    assert max(a.nbytes for a in trace.allocs) >= 256 * 1024**3  # the model is that large
+    assert max(a.nbytes for a in trace.allocs) >= 64 * 1024**3  # the model is that large
     biggest = max((e.cpu_memory_usage for e in prof.events()), default=0)
     assert biggest < 1024**2, f"a {biggest} B host allocation during a meta trace"
 
@@ -114,4 +115,4 @@ def test_huge_space_estimate_answers(order: int) -> None:
     from nasspeech.memory import estimate
 
     est = estimate(_huge_space(), 256, "h200", order=order, max_batch=False)
-    assert not est.fits and est.peak_allocated_bytes > 256 * 1024**3
+    assert not est.fits and est.peak_allocated_bytes > 256 * 1024**3  # all tensors of the step

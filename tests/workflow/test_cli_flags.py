@@ -119,6 +119,13 @@ def command_module(command: str) -> str:
     return next(m.__name__ for m in _command_modules() if m.NAME == command)
 
 
+#: ``nasspeech CMD --flag`` in a message names another command's flag.
+OTHER_COMMAND = re.compile(r"nasspeech ([a-z][a-z-]*) (--[a-z][a-z0-9-]*)")
+
+#: (command, module) pairs: plan imports load_space/resolve_gpu from the estimate command,
+#: whose own help and run() (which mention --list-gpus) never reach plan.
+PLAN_ESTIMATE = ("plan", "nasspeech.cli.commands.estimate")
+
 #: Flags of other programs that messages quote (``tensorboard --logdir DIR``).
 FOREIGN = {"--logdir"}
 
@@ -129,7 +136,7 @@ UNREACHABLE = {
     (cmd, mod) for cmd in ("export", "predict") for mod in (
         "nasspeech.workflow.rundir", "nasspeech.workflow.resume", "nasspeech.workflow.train",
         "nasspeech.observe.tensorboard")
-} | {("predict", "nasspeech.export.exporter")}
+} | {("predict", "nasspeech.export.exporter"), PLAN_ESTIMATE}
 
 
 def missing_flags() -> list[str]:
@@ -139,6 +146,10 @@ def missing_flags() -> list[str]:
             if (command, name) in UNREACHABLE:
                 continue
             for line, flag, text in suggested_flags(tree(name)):
+                named = {f for c, f in OTHER_COMMAND.findall(text)
+                         if f in command_flags().get(c, set())}
+                if flag in named:  # `nasspeech estimate --list-gpus`: that command's flag
+                    continue
                 if flag not in flags and flag not in FOREIGN:
                     problems.append(f"{MODULES[name].relative_to(PKG.parent)}:{line}: {flag} "
                                     f"is not an option of `nasspeech {command}`: {text!r}")
