@@ -24,7 +24,7 @@ from nasspeech.observe import TensorBoardLog
 from nasspeech.search import Architect, NonFiniteLossError, predict, search_step
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
-from nasspeech.workflow.collapse import AuxSkip, CollapseGuard
+from nasspeech.search.techniques.collapse import AuxSkip, CollapseGuard
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, split_search
 from nasspeech.workflow.devices import autocast, resolve_device, use_threads
 from nasspeech.workflow.resume import SEARCH_FIXED, resume_point

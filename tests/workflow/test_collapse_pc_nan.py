@@ -10,7 +10,7 @@ from nasspeech.config import CollapseConfig, RunConfig
 from nasspeech.search import Architect, search_step
 from nasspeech.space import SearchSpace
 from nasspeech.workflow.checkpoint import load_checkpoint
-from nasspeech.workflow.collapse import AuxSkip, CollapseGuard, parameter_free_share
+from nasspeech.search.techniques.collapse import AuxSkip, CollapseGuard, parameter_free_share
 from nasspeech.workflow.datasets import load_run_data
 from nasspeech.workflow.rundir import WorkflowError
 from nasspeech.workflow.search import run_search
@@ -171,7 +171,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_resumes(tmp_path, monkeypatch):
 
 def test_a_lasting_collapse_warning_is_printed_once(tmp_path, monkeypatch, capsys):
     import nasspeech.workflow.search as S
-    from nasspeech.workflow.collapse import CollapseReport
+    from nasspeech.search.techniques.collapse import CollapseReport
 
     config, data = tiny_run(tmp_path, epochs=3, batch_size=256)
 
