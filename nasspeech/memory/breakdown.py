@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from nasspeech.memory.allocator import round_size
-from nasspeech.memory.trace import Trace
+from nasspeech.memory.records import Trace
 
 _OUTSIDE_COMPONENTS = ("other", "classifier", "handovers")
 
