@@ -195,8 +195,7 @@ def evaluate(trace: Trace, profile: GpuProfile, order: int) -> MemoryEstimate:
         if not capped.oom:
             fits = True
             notes.append("fits only through the allocator's free-cache-and-retry path")
-    breakdown = breakdown_at_peak(trace)
-    breakdown["by_category"]["framework_overhead"] = sum(cublas) + context
+    breakdown = breakdown_at_peak(trace, framework_overhead=sum(cublas) + context)
     return MemoryEstimate(
         gpu=profile.name, capacity_bytes=profile.capacity_bytes, batch_size=trace.batch_size,
         order=order, peak_allocated_bytes=result.peak_allocated,
