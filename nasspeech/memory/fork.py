@@ -16,8 +16,8 @@ import torch
 
 from nasspeech.memory.records import Trace
 
-#: a job for :meth:`StepTracerSession.trace_in_background`: a batch size, or ``(batch size,
-#: stop_after_tasks)`` for a prefix of the step
+#: a job for :meth:`~nasspeech.memory.session.StepTracerSession.trace_in_background`: a batch
+#: size, or ``(batch size, stop_after_tasks)`` for a prefix of the step
 Job = int | tuple[int, int | None]
 
 
