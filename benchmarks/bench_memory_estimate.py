@@ -50,9 +50,9 @@ def run_cli() -> tuple[float, float]:
 
 
 def idle_cores_now(seconds: float = 1.0) -> float | None:
-    from nasspeech.memory.batch import _cpu_times, idle_cores
+    from nasspeech.memory.fork import cpu_times, idle_cores
 
-    mark = _cpu_times()
+    mark = cpu_times()
     if mark is None:
         return None
     time.sleep(seconds)

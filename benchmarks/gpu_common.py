@@ -141,11 +141,12 @@ def build_model(space, dev: Device, derive: bool = False) -> torch.nn.Module:
 
 def build_setup(space, batch: int, order: int, dev: Device):
     """The toolkit's search step (``nasspeech.memory.setup``) on ``dev``."""
-    from nasspeech.memory.setup import SearchHyper, make_setup
+    from nasspeech.config import SearchConfig
+    from nasspeech.memory.setup import make_setup
 
     model = build_model(space, dev)
     with dev.torch_device:
-        return make_setup(model, space, batch, SearchHyper(order=order))
+        return make_setup(model, space, batch, SearchConfig(order=order))
 
 
 def step_memory(space, batch: int, order: int, dev: Device,

@@ -23,8 +23,8 @@ from gpu_common import cnn_yardstick
 
 
 def main() -> int:
+    from nasspeech.config import SearchConfig
     from nasspeech.memory import batch as B
-    from nasspeech.memory.setup import SearchHyper
 
     trace, dump = B.StepTracerSession.trace, pickle.dump
 
@@ -53,7 +53,7 @@ def main() -> int:
             x = torch.randn(64, 64, device="cuda", requires_grad=True)
             (x @ x).sum().backward()
             torch.cuda.synchronize()
-        session = B.StepTracerSession(space, SearchHyper(order=2))
+        session = B.StepTracerSession(space, SearchConfig(order=2))
         background = B.BackgroundTraces(session, [(2, None)])
         got = background.get(2)
         here = session.trace(2, attribute=False)

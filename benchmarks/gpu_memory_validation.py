@@ -131,11 +131,11 @@ def compare(space, batch: int, order: int, profile, dev: Device, record: bool,
 def largest_batch(space, order: int, profiles: dict[str, Any], dev: Device) -> dict[str, Any]:
     """The predicted largest batch per profile, from one batch model (fit at 2, 3; checked
     on a whole trace at 5)."""
+    from nasspeech.config import SearchConfig
     from nasspeech.memory.batch import BatchModel, StepTracerSession
-    from nasspeech.memory.setup import SearchHyper
 
     t0 = time.perf_counter()
-    model = BatchModel.fit(StepTracerSession(space, SearchHyper(order=order)))
+    model = BatchModel.fit(StepTracerSession(space, SearchConfig(order=order)))
     if model is None:
         raise RuntimeError("sizes are not linear in the batch size: no largest batch")
     return {"predicted": {name: model.max_batch(p) for name, p in profiles.items()},

@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
+    from nasspeech.config import SearchConfig
     from nasspeech.io import atomic_write
     from nasspeech.memory import estimate
     from nasspeech.memory.batch import BatchModel, StepTracerSession
     from nasspeech.memory.profiles import PROFILES, GpuProfile
-    from nasspeech.memory.setup import SearchHyper
 
     measured: dict[str, dict] = {}
     total = None
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out[-1]), flush=True)
     emo = next(s for n, _, s, *_ in configs(dry=False) if n.startswith("emodarts"))
     for order in (2, 1):
-        model = BatchModel.fit(StepTracerSession(emo, SearchHyper(order=order)))
+        model = BatchModel.fit(StepTracerSession(emo, SearchConfig(order=order)))
         out.append({"kind": "max_batch", "order": order, "predicted": {
             "this-device": model.max_batch(device) if model else None,
             "a100-40gb": model.max_batch(PROFILES["a100-40gb"]) if model else None}})

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from nasspeech.config import RunConfig
+from nasspeech.data.folds import Fold
 from nasspeech.observe import TB_DIR, with_tensorboard
-from nasspeech.workflow.datasets import FoldSplit, RunData
+from nasspeech.workflow.datasets import RunData
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra (a dev dependency) is missing")
 from tensorboard.backend.event_processing.event_accumulator import (
@@ -46,12 +47,13 @@ def random_data(folds: int = 2, per_fold: int = 12) -> RunData:
     g = torch.Generator().manual_seed(0)
     n = folds * per_fold
     x, y = torch.randn(n, *SHAPE, generator=g), torch.arange(n) % 3
-    splits = []
+    names, splits = ["anger", "happiness", "sadness"], []
     for k in range(folds):
         test = list(range(k * per_fold, (k + 1) * per_fold))
         rest = [i for i in range(n) if i not in test]
-        splits.append(FoldSplit(k, rest, rest, test))
-    return RunData(x, y, ["anger", "happiness", "sadness"], splits)
+        splits.append(Fold(k, test, rest, rest, [f"s{k}"], labels=[names[i] for i in y],
+                           groups=[f"s{i // per_fold}" for i in range(n)]))
+    return RunData(x, y, names, splits)
 
 
 def events(run_dir: Path) -> EventAccumulator:

@@ -17,7 +17,6 @@ from nasspeech.data.corpora import (
     load_msp_podcast,
     load_ravdess,
 )
-from nasspeech.data.dataset import FeatureDataset, class_counts, class_weights
 from nasspeech.data.extract import FeatureError, extract_features
 from nasspeech.data.features import compute_features
 from nasspeech.data.folds import Fold, FoldError, folds_for, make_folds, save_folds
@@ -33,14 +32,11 @@ __all__ = [
     "DemoCorpusConfig",
     "ExtractionReport",
     "FeatureConfig",
-    "FeatureDataset",
     "FeatureError",
     "Fold",
     "FoldError",
     "Item",
     "LoadReport",
-    "class_counts",
-    "class_weights",
     "compute_features",
     "extract_features",
     "folds_for",

@@ -62,39 +62,75 @@ class ReplayResult:
 
 
 class CachingAllocatorModel:
-    """Replays allocations and frees; tracks allocated and reserved bytes and their peaks."""
+    """Replays allocations and frees; tracks allocated and reserved bytes and their peaks.
+
+    The one model of the allocator: :func:`replay` drives it over a trace (hundreds of
+    thousands of events), so the hot paths keep their state in locals: a free block is found
+    by its key ``size << 64 | address`` in a sorted list per pool.
+    """
+
+    __slots__ = ("_next_addr", "_next_segment", "allocated", "capacity", "free_blocks",
+                 "peak_allocated", "peak_reserved", "pools", "reserved", "segment_heads",
+                 "segments")
 
     def __init__(self, capacity: int | None = None) -> None:
         self.capacity = capacity
-        self.pools: dict[bool, list[tuple[int, int, _Block]]] = {True: [], False: []}
+        self.pools: dict[bool, list[int]] = {True: [], False: []}  # keys of free blocks
+        self.free_blocks: dict[int, _Block] = {}  # key -> block
         self.segments: dict[int, int] = {}  # segment id -> size
-        self.segment_heads: dict[int, _Block] = {}
+        self.segment_heads: dict[int, _Block] = {}  # segment id -> its first block
         self.allocated = self.reserved = 0
         self.peak_allocated = self.peak_reserved = 0
         self._next_addr = 0
         self._next_segment = 0
 
-    # -- public ------------------------------------------------------------------------
     def malloc(self, nbytes: int) -> _Block:
-        size = round_size(nbytes)
+        size = MIN_BLOCK if nbytes < MIN_BLOCK else MIN_BLOCK * ((nbytes + MIN_BLOCK - 1)
+                                                                 // MIN_BLOCK)
         small = size <= SMALL_SIZE
-        block = self._take_free(size, small)
-        if block is None:
+        pool = self.pools[small]
+        i = bisect.bisect_left(pool, size << 64)
+        if i < len(pool):
+            block = self.free_blocks.pop(pool.pop(i))
+        else:
             block = self._new_segment(size, small)
-        block = self._split(block, size)
+        remaining = block.size - size
+        if remaining >= MIN_BLOCK if small else remaining > SMALL_SIZE:  # split
+            nxt = block.next
+            addr = block.addr + size
+            rest = _Block(addr, remaining, block.segment, small, True, block, nxt)
+            if nxt is not None:
+                nxt.prev = rest
+            block.next = rest
+            block.size = size
+            key = remaining << 64 | addr
+            bisect.insort(pool, key)
+            self.free_blocks[key] = rest
         block.free = False
-        self.allocated += block.size
-        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        allocated = self.allocated = self.allocated + block.size
+        if allocated > self.peak_allocated:  # noqa: PLR1730 - the hot path; max() is slower
+            self.peak_allocated = allocated
         return block
 
     def free(self, block: _Block) -> None:
         block.free = True
         self.allocated -= block.size
         for neighbour in (block.prev, block.next):
-            if neighbour is not None and neighbour.free:
+            if neighbour is not None and neighbour.free:  # merge
                 self._remove_free(neighbour)
-                block = self._merge(block, neighbour)
-        self._add_free(block)
+                first, second = ((block, neighbour) if block.addr < neighbour.addr
+                                 else (neighbour, block))
+                first.size += second.size
+                first.next = second.next
+                if second.next is not None:
+                    second.next.prev = first
+                first.free = True
+                if self.segment_heads.get(first.segment) is second:
+                    self.segment_heads[first.segment] = first
+                block = first
+        key = block.size << 64 | block.addr
+        bisect.insort(self.pools[block.small], key)
+        self.free_blocks[key] = block
 
     def empty_cache(self) -> None:
         """Release every segment that is wholly free (what the retry path does)."""
@@ -103,15 +139,6 @@ class CachingAllocatorModel:
                 self._remove_free(head)
                 self.reserved -= self.segments.pop(seg)
                 del self.segment_heads[seg]
-
-    # -- internals ---------------------------------------------------------------------
-    def _take_free(self, size: int, small: bool) -> _Block | None:
-        pool = self.pools[small]
-        i = bisect.bisect_left(pool, (size, -1))
-        if i == len(pool):
-            return None
-        _, _, block = pool.pop(i)
-        return block
 
     def _new_segment(self, size: int, small: bool) -> _Block:
         seg_size = segment_size(size)
@@ -131,39 +158,13 @@ class CachingAllocatorModel:
         self.peak_reserved = max(self.peak_reserved, self.reserved)
         return block
 
-    def _split(self, block: _Block, size: int) -> _Block:
-        remaining = block.size - size
-        should = remaining >= MIN_BLOCK if block.small else remaining > SMALL_SIZE
-        if not should:
-            return block
-        rest = _Block(block.addr + size, remaining, block.segment, block.small,
-                      prev=block, next=block.next)
-        if block.next is not None:
-            block.next.prev = rest
-        block.next = rest
-        block.size = size
-        self._add_free(rest)
-        return block
-
-    def _merge(self, block: _Block, other: _Block) -> _Block:
-        first, second = (block, other) if block.addr < other.addr else (other, block)
-        first.size += second.size
-        first.next = second.next
-        if second.next is not None:
-            second.next.prev = first
-        first.free = True
-        if self.segment_heads.get(first.segment) is second:
-            self.segment_heads[first.segment] = first
-        return first
-
-    def _add_free(self, block: _Block) -> None:
-        bisect.insort(self.pools[block.small], (block.size, block.addr, block))
-
     def _remove_free(self, block: _Block) -> None:
+        key = block.size << 64 | block.addr
         pool = self.pools[block.small]
-        i = bisect.bisect_left(pool, (block.size, block.addr))
-        if i < len(pool) and pool[i][2] is block:
-            pool.pop(i)
+        i = bisect.bisect_left(pool, key)
+        if i < len(pool) and pool[i] == key:
+            del pool[i]
+            del self.free_blocks[key]
 
 
 def replay(
@@ -174,102 +175,11 @@ def replay(
     preallocated: Iterable[int] = (),
 ) -> ReplayResult:
     """Run ``initial`` allocations, then ``events`` (``i`` allocates ``sizes[i]``, ``~i``
-    frees it) through the model. ``preallocated`` are sizes allocated first and kept (e.g.
-    the cuBLAS workspace). ``oom`` is True if a request could not be served.
-
-    The same model as :class:`CachingAllocatorModel`, written as one loop (a step replays
-    hundreds of thousands of events; tests check that both agree): a free block is found
-    by its key ``size << 64 | address`` in a sorted list per pool.
-    """
-    small_pool: list[int] = []  # keys of free blocks, sorted: by size, then address
-    large_pool: list[int] = []
-    free_blocks: dict[int, _Block] = {}  # key -> block
-    heads: dict[int, _Block] = {}  # segment -> its first block
-    seg_sizes: dict[int, int] = {}
-    allocated = reserved = peak_allocated = peak_reserved = next_addr = next_segment = 0
-    insort, bisect_left = bisect.insort, bisect.bisect_left
-
-    def remove_free(block: _Block) -> None:
-        key = block.size << 64 | block.addr
-        pool = small_pool if block.small else large_pool
-        i = bisect_left(pool, key)
-        if i < len(pool) and pool[i] == key:
-            del pool[i]
-            del free_blocks[key]
-
-    def empty_cache() -> None:
-        nonlocal reserved
-        for seg, head in list(heads.items()):
-            if head.free and head.next is None and head.prev is None:
-                remove_free(head)
-                reserved -= seg_sizes.pop(seg)
-                del heads[seg]
-
-    def malloc(nbytes: int) -> _Block:
-        nonlocal allocated, reserved, peak_allocated, peak_reserved, next_addr, next_segment
-        size = MIN_BLOCK if nbytes < MIN_BLOCK else MIN_BLOCK * ((nbytes + MIN_BLOCK - 1)
-                                                                 // MIN_BLOCK)
-        small = size <= SMALL_SIZE
-        pool = small_pool if small else large_pool
-        i = bisect_left(pool, size << 64)
-        if i < len(pool):
-            block = free_blocks.pop(pool.pop(i))
-        else:
-            if small:
-                seg_size = SMALL_BUFFER
-            elif size < MIN_LARGE_ALLOC:
-                seg_size = LARGE_BUFFER
-            else:
-                seg_size = ROUND_LARGE * ((size + ROUND_LARGE - 1) // ROUND_LARGE)
-            if capacity is not None and reserved + seg_size > capacity:
-                empty_cache()
-                if reserved + seg_size > capacity:
-                    raise OutOfMemory(f"cannot reserve {seg_size} B")
-            block = _Block(next_addr, seg_size, next_segment, small)
-            seg_sizes[next_segment] = seg_size
-            heads[next_segment] = block
-            next_segment += 1
-            next_addr += seg_size
-            reserved += seg_size
-            peak_reserved = max(peak_reserved, reserved)
-        remaining = block.size - size
-        if remaining >= MIN_BLOCK if small else remaining > SMALL_SIZE:
-            nxt = block.next
-            addr = block.addr + size
-            rest = _Block(addr, remaining, block.segment, small, True, block, nxt)
-            if nxt is not None:
-                nxt.prev = rest
-            block.next = rest
-            block.size = size
-            key = remaining << 64 | addr
-            insort(pool, key)
-            free_blocks[key] = rest
-        block.free = False
-        allocated += block.size
-        peak_allocated = max(peak_allocated, allocated)
-        return block
-
-    def free(block: _Block) -> None:
-        nonlocal allocated
-        block.free = True
-        allocated -= block.size
-        for neighbour in (block.prev, block.next):
-            if neighbour is not None and neighbour.free:
-                remove_free(neighbour)
-                first, second = ((block, neighbour) if block.addr < neighbour.addr
-                                 else (neighbour, block))
-                first.size += second.size
-                first.next = second.next
-                if second.next is not None:
-                    second.next.prev = first
-                first.free = True
-                if heads.get(first.segment) is second:
-                    heads[first.segment] = first
-                block = first
-        key = block.size << 64 | block.addr
-        insort(small_pool if block.small else large_pool, key)
-        free_blocks[key] = block
-
+    frees it) through a :class:`CachingAllocatorModel`. ``preallocated`` are sizes allocated
+    first and kept (e.g. the cuBLAS workspace). ``oom`` is True if a request could not be
+    served."""
+    model = CachingAllocatorModel(capacity)
+    malloc, free = model.malloc, model.free
     blocks: dict[int, _Block] = {}
     oom = False
     try:
@@ -287,4 +197,4 @@ def replay(
                     free(block)
     except OutOfMemory:
         oom = True
-    return ReplayResult(peak_allocated, peak_reserved, oom, len(seg_sizes))
+    return ReplayResult(model.peak_allocated, model.peak_reserved, oom, len(model.segments))

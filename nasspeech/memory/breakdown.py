@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from nasspeech.memory.allocator import round_size
-from nasspeech.memory.trace import Trace
+from nasspeech.memory.records import Trace
 
 _OUTSIDE_COMPONENTS = ("other", "classifier", "handovers")
 
@@ -18,9 +18,11 @@ def op_key(component: str, op: str | None) -> str:
     return component if component in _OUTSIDE_COMPONENTS else f"{component}/(cell glue)"
 
 
-def breakdown_at_peak(trace: Trace) -> dict[str, dict[str, int]]:
+def breakdown_at_peak(trace: Trace, framework_overhead: int | None = None
+                      ) -> dict[str, dict[str, int]]:
     """Live bytes (rounded to the allocator's 512 B) by category, component and candidate op
-    at the moment of peak allocation."""
+    at the moment of peak allocation; ``framework_overhead`` (CUDA context and cuBLAS
+    workspaces), if given, is listed last by category."""
     rounded = [round_size(a.nbytes) for a in trace.allocs]
     live = sum(rounded[i] for i in trace.initial)
     peak, peak_at = live, -1
@@ -43,5 +45,8 @@ def breakdown_at_peak(trace: Trace) -> dict[str, dict[str, int]]:
         by_comp[a.component] += rounded[i]
         by_op[op_key(a.component, a.op)] += rounded[i]
     ordered = lambda d: dict(sorted(d.items(), key=lambda kv: -kv[1]))
-    return {"by_category": ordered(by_cat), "by_component": ordered(by_comp),
+    categories = ordered(by_cat)
+    if framework_overhead is not None:
+        categories["framework_overhead"] = framework_overhead
+    return {"by_category": categories, "by_component": ordered(by_comp),
             "by_op": ordered(by_op)}

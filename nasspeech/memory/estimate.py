@@ -10,15 +10,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from nasspeech.config import RunConfig, SearchConfig
 from nasspeech.memory import overheads
 from nasspeech.memory.allocator import replay
 from nasspeech.memory.breakdown import breakdown_at_peak
 from nasspeech.memory.profiles import GpuProfile, get_profile
-from nasspeech.memory.setup import SearchHyper
-from nasspeech.memory.trace import Trace
+from nasspeech.memory.records import Trace
 from nasspeech.space.config import SearchSpace, load_mapping
+from nasspeech.space.loading import format_errors
 
 Progress = Callable[[str], None]
 
@@ -54,56 +55,57 @@ class SpaceConfigError(ValueError):
     """A config whose space or search section does not validate: one line per field."""
 
 
-def resolve_space(space_or_config: SearchSpace | str | Path) -> tuple[SearchSpace, dict]:
-    """A space and the config's ``search:`` section (empty for a bare space).
+def resolve_config(config: RunConfig | SearchSpace | str | Path) -> RunConfig:
+    """The run config an estimate reads; a bare space (object or file) gets the default
+    ``search:`` settings around it. The space is not checked against the ``data:`` section.
 
-    A run config's ``space:`` and ``search:`` sections are validated; a problem raises
-    :class:`SpaceConfigError` with one line per field (``space.components.0.cells: ...``).
+    A file is read once. Of a run config file, only the ``space:`` and ``search:`` sections are
+    validated (the estimate reads no other); a problem raises :class:`SpaceConfigError` with
+    one line per field (``space.components.0.cells: ...``).
     """
-    if isinstance(space_or_config, SearchSpace):
-        return space_or_config, {}
-    data = load_mapping(space_or_config)
-    search = data.get("search") or {}
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, SearchSpace):
+        return _around(config, SearchConfig())
+    data = load_mapping(config)
     try:
         if "space" in data and "components" not in data:  # a run config
-            sections = _run_config_sections(bool(search))
-            space = sections.model_validate({**data, "search": search}).space
-        else:
-            space = SearchSpace.model_validate(data)
+            sections = _EstimateSections.model_validate(
+                {"space": data["space"], "search": data.get("search") or {}})
+            return _around(sections.space, sections.search)
+        return _around(SearchSpace.model_validate(data), SearchConfig())
     except ValidationError as exc:
-        from nasspeech.config import format_errors
-
-        raise SpaceConfigError(
-            f"{space_or_config} does not validate:\n{format_errors(exc)}") from None
-    return space, dict(search)
+        raise SpaceConfigError(f"{config} does not validate:\n{format_errors(exc)}") from None
 
 
-def _run_config_sections(with_search: bool) -> type[BaseModel]:
-    """A model of the run-config sections an estimate reads (the others are not checked).
-    The search section's model lives in :mod:`nasspeech.config`, whose imports (the data
-    package) take about a second: imported only when there is a search section to check."""
-    fields: dict[str, Any] = {"space": (SearchSpace, ...)}
-    if with_search:
-        from nasspeech.config import SearchConfig
+def _around(space: SearchSpace, search: SearchConfig) -> RunConfig:
+    """A run config of ``space`` and ``search`` (other sections default), not checked against
+    a ``data:`` section: an estimate needs no data."""
+    return RunConfig.model_construct(space=space, search=search)
 
-        fields["search"] = (SearchConfig, ...)
-    return create_model("EstimateConfig", __config__=ConfigDict(extra="ignore"), **fields)
+
+class _EstimateSections(BaseModel):
+    """The run-config sections an estimate reads."""
+
+    model_config = ConfigDict(extra="forbid")
+    space: SearchSpace
+    search: SearchConfig
 
 
 def estimate(
-    space_or_config: SearchSpace | str | Path,
+    config: RunConfig | SearchSpace | str | Path,
     batch_size: int | None = None,
     gpu: str | GpuProfile | int = "a100-40gb",
     order: int | None = None,
-    hyper: SearchHyper | None = None,
     max_batch: bool = True,
     per_op: bool = False,
     progress: Progress | None = None,
     parallel: bool | None = None,
 ) -> MemoryEstimate:
-    """Estimate the GPU memory of one search step of ``space_or_config``.
+    """Estimate the GPU memory of one search step of ``config`` (a run config, a space, or a
+    file holding either).
 
-    ``batch_size`` and ``order`` default to the config's ``search:`` section (else 64 and 2).
+    ``batch_size`` and ``order`` default to the config's ``search:`` section.
     ``max_batch=False`` skips the largest-batch search (one trace instead of two and a
     partial one);
     ``per_op=True`` adds what removing each candidate op saves (from the same trace).
@@ -111,24 +113,20 @@ def estimate(
     alongside the main trace when a CPU core is idle (``None``), always (``True``, on Linux)
     or never (``False``).
     """
-    from nasspeech.memory.batch import (
-        CHECK_PASSES,
-        BatchModel,
-        ForkedCall,
-        StepTracerSession,
-        fit_and_check_batches,
-    )
+    from nasspeech.memory.batch import CHECK_PASSES, BatchModel, fit_and_check_batches
+    from nasspeech.memory.fork import ForkedCall
+    from nasspeech.memory.session import StepTracerSession
 
     start = time.perf_counter()
-    space, search = resolve_space(space_or_config)
+    run_config = resolve_config(config)
+    space, search = run_config.space, run_config.search
     profile = get_profile(gpu)
-    batch_size = int(batch_size or search.get("batch_size", 64))
-    hyper = hyper or SearchHyper.from_search_section(search, order)
-    if order is not None and hyper.order != order:
-        hyper = SearchHyper(**{**asdict(hyper), "order": order})
+    batch_size = int(batch_size or search.batch_size)
+    if order is not None and order != search.order:
+        search = search.model_copy(update={"order": order})
     say = progress or (lambda _msg: None)
     notes: list[str] = []
-    session = StepTracerSession(space, hyper, progress=progress)
+    session = StepTracerSession(space, search, progress=progress)
     # the largest-batch fit needs two more traces; they run in a forked process, where a
     # CPU core is idle, while this one traces the requested batch
     second, third = fit_and_check_batches(batch_size)
@@ -136,12 +134,12 @@ def estimate(
     background = session.trace_in_background(jobs, parallel) if max_batch else None
     if background is not None:
         say(f"tracing at batch {second} and {third} in a background process")
-    say(f"tracing one order-{hyper.order} search step at batch {batch_size}")
+    say(f"tracing one order-{search.order} search step at batch {batch_size}")
     report = None
     try:
         trace = session.trace(batch_size)
         # with a core to spare, the report's replay runs beside the largest-batch search
-        report = ForkedCall(partial(evaluate, trace, profile, hyper.order)) \
+        report = ForkedCall(partial(evaluate, trace, profile, search.order)) \
             if background is not None else None
         max_bs = None
         if max_batch:
@@ -155,7 +153,7 @@ def estimate(
                     "sizes are not linear in the batch size; max_batch_size not computed")
         ok, result = report.result() if report is not None else (False, None)
         if not ok:
-            result = evaluate(trace, profile, hyper.order)
+            result = evaluate(trace, profile, search.order)
     finally:
         if report is not None:
             report.close()
@@ -166,7 +164,7 @@ def estimate(
         from nasspeech.memory.per_op import per_op_costs
 
         say("replaying the trace without each candidate op")
-        costs = per_op_costs(space, batch_size, profile, hyper, trace=trace)
+        costs = per_op_costs(space, batch_size, profile, search, trace=trace)
         result.per_op = [asdict(c) for c in costs]
     result.notes += notes
     result.seconds = round(time.perf_counter() - start, 3)
@@ -197,8 +195,7 @@ def evaluate(trace: Trace, profile: GpuProfile, order: int) -> MemoryEstimate:
         if not capped.oom:
             fits = True
             notes.append("fits only through the allocator's free-cache-and-retry path")
-    breakdown = breakdown_at_peak(trace)
-    breakdown["by_category"]["framework_overhead"] = sum(cublas) + context
+    breakdown = breakdown_at_peak(trace, framework_overhead=sum(cublas) + context)
     return MemoryEstimate(
         gpu=profile.name, capacity_bytes=profile.capacity_bytes, batch_size=trace.batch_size,
         order=order, peak_allocated_bytes=result.peak_allocated,

@@ -32,7 +32,14 @@ import torch
 from torch import Tensor
 
 from nasspeech.memory.cpu_probe import arg_key, cpu_conv_layout
-from nasspeech.memory.trace import _BN_BACKWARD, _LSD, Trace, _bn_backward_layout, _scalar, _Tracker
+from nasspeech.memory.records import (
+    BN_BACKWARD,
+    LOCAL_SCALAR_DENSE,
+    Trace,
+    bn_backward_layout,
+    scalar_value,
+)
+from nasspeech.memory.trace import _Tracker
 
 _CONVS = {torch.ops.aten.convolution.default, torch.ops.aten._convolution.default,
           torch.ops.aten.convolution_backward.default}
@@ -50,7 +57,7 @@ _METADATA_MUTATING = {
 
 
 def _classify(func: Any) -> int:
-    if func is _LSD:
+    if func is LOCAL_SCALAR_DENSE:
         return _ITEM
     schema = func._schema
     if any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns):
@@ -210,8 +217,8 @@ def _rebuild_inplace(spec: tuple, args: tuple, kwargs: dict | None) -> Any:
 def _call(func: Any, args: tuple, kwargs: dict | None) -> Any:
     """Run the meta kernel, then correct the layouts where a CPU kernel differs."""
     out = func(*args, **(kwargs or {}))
-    if func is _BN_BACKWARD:
-        out = _bn_backward_layout(out, args)
+    if func is BN_BACKWARD:
+        out = bn_backward_layout(out, args)
     elif func in _CONVS:
         out = cpu_conv_layout(func, args, kwargs, out)
     return out
@@ -274,7 +281,7 @@ class MetaTracker(_Tracker):
             else:
                 out = _rebuild_inplace(spec, args, kwargs)  # its own arguments
         elif kind == _ITEM:
-            return _scalar(args[0])
+            return scalar_value(args[0])
         else:
             out = func(*args, **(kwargs or {}))
         if self.closed:

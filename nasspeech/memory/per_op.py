@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nasspeech.config import SearchConfig
 from nasspeech.memory.allocator import replay
 from nasspeech.memory.overheads import cublas_workspace
 from nasspeech.memory.profiles import GpuProfile, get_profile
-from nasspeech.memory.setup import SearchHyper
-from nasspeech.memory.trace import Trace
+from nasspeech.memory.records import Trace
 from nasspeech.registry import get_op
 from nasspeech.space.config import SearchSpace
 
@@ -47,22 +47,22 @@ def per_op_costs(
     space: SearchSpace,
     batch_size: int,
     gpu: str | GpuProfile = "a100-40gb",
-    hyper: SearchHyper | None = None,
+    search: SearchConfig | None = None,
     exact: bool = False,
     trace: Trace | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[OpCost]:
     """Every removable candidate op of every component with what removing it saves, costliest
     first. ``none`` ops cost nothing (mixed ops skip them) and are left out."""
-    from nasspeech.memory.batch import trace_at
     from nasspeech.memory.breakdown import breakdown_at_peak, op_key
+    from nasspeech.memory.session import trace_at
 
     profile = get_profile(gpu)
-    hyper = hyper or SearchHyper()
+    search = search or SearchConfig()
     say = progress or (lambda _m: None)
     if trace is None:
         say(f"tracing the step at batch {batch_size}")
-        trace = trace_at(space, batch_size, hyper)
+        trace = trace_at(space, batch_size, search)
     base_alloc, base_res = _peaks(trace, profile)
     own = breakdown_at_peak(trace)["by_op"]
     costs = []
@@ -73,7 +73,7 @@ def per_op_costs(
             if exact:
                 say(f"re-tracing without {comp.name}/{name}")
                 fewer = space.with_changes(**{comp.name: {"ops": [o for o in comp.ops if o != name]}})
-                t = trace_at(fewer, batch_size, hyper)
+                t = trace_at(fewer, batch_size, search)
                 alloc, res = _peaks(t, profile)
             else:
                 alloc, res = _peaks(trace, profile, (comp.name, name))

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nasspeech.config import SearchConfig
 from nasspeech.memory.estimate import MemoryEstimate, evaluate
 from nasspeech.memory.per_op import per_op_costs
 from nasspeech.memory.profiles import GpuProfile, get_profile
-from nasspeech.memory.setup import SearchHyper
 from nasspeech.space.cells import edge_count
 from nasspeech.space.config import SearchSpace
 
@@ -68,22 +68,23 @@ def plan(
     space: SearchSpace,
     batch_size: int,
     gpu: str | GpuProfile = "a100-40gb",
-    hyper: SearchHyper | None = None,
+    search: SearchConfig | None = None,
     progress: Callable[[str], None] | None = None,
     limit: int | None = None,
 ) -> tuple[MemoryEstimate, list[Plan]]:
     """The estimate of ``space`` as given and the fitting plans, best first."""
-    from nasspeech.memory.batch import BatchModel, StepTracerSession
+    from nasspeech.memory.batch import BatchModel
+    from nasspeech.memory.session import StepTracerSession
 
     profile = get_profile(gpu)
-    hyper = hyper or SearchHyper()
+    search = search or SearchConfig()
     say = progress or (lambda _m: None)
     say(f"tracing the configuration as given (batch {batch_size})")
-    session = StepTracerSession(space, hyper)
+    session = StepTracerSession(space, search)
     base_trace = session.trace(batch_size)
-    base = evaluate(base_trace, profile, hyper.order)
+    base = evaluate(base_trace, profile, search.order)
     plans: list[Plan] = []
-    costs = per_op_costs(space, batch_size, profile, hyper, trace=base_trace)
+    costs = per_op_costs(space, batch_size, profile, search, trace=base_trace)
     candidates = _candidates(space, costs)
     if limit is not None:
         candidates = candidates[:limit]
@@ -94,8 +95,8 @@ def plan(
         except ValueError as exc:  # e.g. a change the space does not accept
             say(f"  skipped: {exc}")
             continue
-        trace = StepTracerSession(variant, hyper).trace(batch_size)
-        est = evaluate(trace, profile, hyper.order)
+        trace = StepTracerSession(variant, search).trace(batch_size)
+        est = evaluate(trace, profile, search.order)
         plans.append(Plan(text, variant, batch_size, est,
                           _kept(variant, space, batch_size, batch_size), changes))
     say("fitting sizes against the batch size for a smaller-batch plan")
@@ -105,7 +106,7 @@ def plan(
         base.max_batch_size = best
         if 1 <= best < batch_size:
             trace = session.trace(best)
-            est = evaluate(trace, profile, hyper.order)
+            est = evaluate(trace, profile, search.order)
             est.max_batch_size = best
             plans.append(Plan(f"batch size {best}", space, best, est,
                               _kept(space, space, best, batch_size)))

@@ -9,93 +9,64 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasspeech.config import SearchConfig
 from nasspeech.search.architect import Architect
-from nasspeech.search.loop import StepResult, search_step
+from nasspeech.search.loop import StepResult
+from nasspeech.search.recipe import SearchRecipe, build_search
 from nasspeech.space.config import SearchSpace
 from nasspeech.space.supernet import Supernet
 
 
-@dataclass(frozen=True)
-class SearchHyper:
-    """The hyperparameters of the search step that change what it allocates or keeps."""
-
-    order: int = 2
-    lr: float = 0.025
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float | None = 5.0
-    alpha_lr: float = 3e-4
-    alpha_betas: tuple[float, float] = (0.5, 0.999)
-    alpha_weight_decay: float = 1e-3
-
-    @classmethod
-    def from_search_section(cls, search: dict[str, Any], order: int | None = None) -> SearchHyper:
-        """From a run config's ``search:`` section (missing keys keep their defaults)."""
-        keys = {
-            "order": "order", "lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay",
-            "grad_clip": "grad_clip", "alpha_lr": "alpha_lr", "alpha_betas": "alpha_betas",
-            "alpha_weight_decay": "alpha_weight_decay",
-        }
-        values = {mine: search[theirs] for mine, theirs in keys.items() if theirs in search}
-        if "alpha_betas" in values:
-            values["alpha_betas"] = tuple(values["alpha_betas"])
-        if order is not None:
-            values["order"] = order
-        return cls(**values)
-
-
 @dataclass
 class StepSetup:
-    """Everything :func:`nasspeech.search.loop.search_step` needs, ready to call."""
+    """A search recipe (:func:`nasspeech.search.recipe.build_search`) and two batches."""
 
-    model: Supernet
-    architect: Architect
-    w_optimizer: torch.optim.Optimizer
+    recipe: SearchRecipe
     train_batch: tuple[torch.Tensor, torch.Tensor]
     val_batch: tuple[torch.Tensor, torch.Tensor]
-    hyper: SearchHyper
     persistent: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def model(self) -> Supernet:
+        return self.recipe.model
+
+    @property
+    def architect(self) -> Architect:
+        return self.recipe.architect
+
+    @property
+    def w_optimizer(self) -> torch.optim.Optimizer:
+        return self.recipe.w_optimizer
+
+    @property
+    def search(self) -> SearchConfig:
+        return self.recipe.config
 
     def run(self) -> StepResult:
         """One search step of the toolkit (alpha step, then weight step)."""
-        h = self.hyper
-        return search_step(
-            self.model, self.architect, self.w_optimizer, self.train_batch, self.val_batch,
-            h.lr, h.grad_clip,
-        )
+        return self.recipe.step(self.train_batch, self.val_batch)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.architect.optimizer, self.w_optimizer]
+        return self.recipe.optimizers()
 
 
 def make_setup(
     model: Supernet,
     space: SearchSpace,
     batch_size: int,
-    hyper: SearchHyper,
+    search: SearchConfig,
     foreach: bool | None = None,
 ) -> StepSetup:
-    """Architect, SGD and two batches around ``model``; call inside a fake mode for fakes.
+    """The search recipe and two batches around ``model``; call inside a fake mode for fakes.
 
     ``foreach`` sets the optimisers' ``foreach`` flag (``True`` is PyTorch's default for CUDA
     parameters, ``None`` lets PyTorch decide from the tensors' device).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    architect = Architect(
-        model, order=hyper.order, lr=hyper.alpha_lr, betas=hyper.alpha_betas,
-        weight_decay=hyper.alpha_weight_decay, w_momentum=hyper.momentum,
-        w_weight_decay=hyper.weight_decay,
-    )
-    w_optimizer = torch.optim.SGD(
-        model.weight_parameters(), lr=hyper.lr, momentum=hyper.momentum,
-        weight_decay=hyper.weight_decay, foreach=foreach,
-    )
-    if foreach is not None:
-        for group in architect.optimizer.param_groups:
-            group["foreach"] = foreach
+    recipe = build_search(search, model, foreach=foreach)
     train, val = make_batches(space, batch_size)
-    return StepSetup(model, architect, w_optimizer, train, val, hyper)
+    return StepSetup(recipe, train, val)
 
 
 def make_batches(space: SearchSpace, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -152,7 +123,7 @@ def prime_state(setup: StepSetup) -> dict[str, Any]:
     like = torch.empty_like if params and params[0].is_meta else torch.zeros_like
     for p in params:
         p.grad = like(p)
-    if setup.hyper.momentum:
+    if setup.search.momentum:
         for group in setup.w_optimizer.param_groups:  # the order SGD creates them in
             for p in group["params"]:
                 setup.w_optimizer.state[p]["momentum_buffer"] = like(p)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import weakref
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,84 +27,21 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nasspeech.memory import overheads
 from nasspeech.memory.cudnn_rnn import emulate_cudnn_rnns
-
-CATEGORIES = (
-    "weights", "alphas", "optimizer_state", "inputs", "gradients", "saved_activations",
-    "transient",
+from nasspeech.memory.records import (
+    BN_BACKWARD,
+    LOCAL_SCALAR_DENSE,
+    Alloc,
+    Owner,
+    Trace,
+    bn_backward_layout,
+    dense,
+    scalar_value,
 )
+
 _OWNER_KEY = "nasspeech_memory_owner"
 PROGRESS_EVERY = 50_000
-_LSD = torch.ops.aten._local_scalar_dense.default
 _ADD = torch.ops.aten.add.Tensor
 _MKLDNN_RNN = torch.ops.aten.mkldnn_rnn_layer.default
-_BN_BACKWARD = torch.ops.aten.native_batch_norm_backward.default
-
-Owner = tuple[str, "str | None"]  # (component, candidate op or None)
-
-
-@dataclass(slots=True)
-class Alloc:
-    """One storage: its size and where it comes from."""
-
-    nbytes: int
-    category: str
-    component: str
-    op: str | None
-    aten: str
-    task: int = -1  # autograd graph task that allocated it (-1: not in a backward pass)
-
-
-@dataclass
-class Trace:
-    """Storages alive before the step (``initial``) and the step's events in order.
-
-    ``events[i] >= 0`` allocates ``allocs[events[i]]``; ``events[i] < 0`` frees
-    ``allocs[~events[i]]``. ``initial`` holds indices of storages alive at the start.
-    A sizes-only trace (traced without attribution in another process) has ``nbytes``
-    (the size of every storage) and no ``allocs``.
-    """
-
-    allocs: list[Alloc] = field(default_factory=list)
-    initial: list[int] = field(default_factory=list)
-    events: list[int] = field(default_factory=list)
-    batch_size: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
-    nbytes: list[int] | None = None
-
-    def initial_bytes(self) -> int:
-        return sum(self.allocs[i].nbytes for i in self.initial)
-
-    def live_curve(self) -> list[int]:
-        """Live bytes after each event, starting from the initial storages."""
-        live = self.initial_bytes()
-        curve = []
-        for e in self.events:
-            live += self.allocs[e].nbytes if e >= 0 else -self.allocs[~e].nbytes
-            curve.append(live)
-        return curve
-
-    def sizes(self) -> list[int]:
-        if self.nbytes is not None:
-            return self.nbytes
-        return [a.nbytes for a in self.allocs]
-
-    def signed_sequence(self, initial_frees: bool = True) -> list[int]:
-        """``+nbytes`` per allocation, ``-nbytes`` per free (optionally without the frees of
-        storages that existed before the step)."""
-        skip = set() if initial_frees else set(self.initial)
-        out = []
-        for e in self.events:
-            i = e if e >= 0 else ~e
-            if i not in skip:
-                n = self.allocs[i].nbytes
-                out.append(n if e >= 0 else -n)
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        counts = Counter(self.allocs[e].category for e in self.events if e >= 0)
-        return {"events": len(self.events), "allocations": dict(counts)}
-
-
 def owner_map(model: nn.Module) -> dict[int, Owner]:
     """``id(module) -> (component, candidate op)`` for every module of a supernet."""
     owners: dict[int, Owner] = {}
@@ -243,11 +178,11 @@ class _Tracker(TorchDispatchMode):
 
     # -- dispatch ----------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.fake and func is _LSD:
-            return _scalar(args[0])
+        if self.fake and func is LOCAL_SCALAR_DENSE:
+            return scalar_value(args[0])
         out = func(*args, **(kwargs or {}))
-        if self.fake and func is _BN_BACKWARD:
-            out = _bn_backward_layout(out, args)
+        if self.fake and func is BN_BACKWARD:
+            out = bn_backward_layout(out, args)
         if self.closed:
             return out
         self.ops_seen.add(func)
@@ -310,7 +245,7 @@ class _Tracker(TorchDispatchMode):
                 self.task_last_event[task] = len(events) - 1
         if task != -1 and func is _ADD:
             old = args[0]
-            if isinstance(old, torch.Tensor) and old.shape == t.shape and _dense(old):
+            if isinstance(old, torch.Tensor) and old.shape == t.shape and dense(old):
                 new = args[1]
                 self.pending = (
                     index, len(events) - 1, self._index_of(old),
@@ -340,33 +275,6 @@ class _Tracker(TorchDispatchMode):
             alloc = self.trace.allocs[index]
             if alloc.category == "transient":
                 alloc.category = "saved_activations"
-
-
-def _dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense: some permutation of the dims is contiguous."""
-    if t.is_contiguous():
-        return True
-    expected = 1
-    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _bn_backward_layout(out: Any, args: tuple) -> Any:
-    """The CPU and CUDA batch-norm backward kernels lay the input gradient out like the
-    input (e.g. channels-last); PyTorch's fake kernel copies the output gradient's strides."""
-    grad_input, x = out[0], args[1]
-    if grad_input is None or grad_input.stride() == x.stride() or not _dense(x):
-        return out
-    return (torch.empty_like(x), *out[1:])
-
-
-def _scalar(t: torch.Tensor) -> Any:
-    if t.dtype.is_floating_point:
-        return 1.0
-    return False if t.dtype == torch.bool else 0
 
 
 def _tag_nodes(out: Any, owner: Owner | None) -> None:
@@ -572,6 +480,6 @@ class _ScalarMode(TorchDispatchMode):
     """Answers ``.item()`` on fake tensors (the step logs losses) with a harmless constant."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is _LSD:
-            return _scalar(args[0])
+        if func is LOCAL_SCALAR_DENSE:
+            return scalar_value(args[0])
         return func(*args, **(kwargs or {}))

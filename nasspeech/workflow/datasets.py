@@ -8,11 +8,12 @@ every sample (no dropped last batch).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from nasspeech.data.folds import Fold
 from nasspeech.workflow.errors import WorkflowError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -23,33 +24,23 @@ class FoldIndexError(WorkflowError, IndexError):
 
 
 @dataclass
-class FoldSplit:
-    """Index lists of one speaker-independent fold."""
-
-    index: int
-    search: list[int]
-    train: list[int]
-    test: list[int]
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class RunData:
-    """All features (N x 1 x F x T), integer labels, class names and the folds."""
+    """All features (N x 1 x F x T), integer labels, class names and the folds (as
+    :func:`nasspeech.data.folds_for` made them)."""
 
     x: torch.Tensor
     y: torch.Tensor
     class_names: list[str]
-    folds: list[FoldSplit]
+    folds: list[Fold]
 
-    def fold(self, k: int) -> FoldSplit:
+    def fold(self, k: int) -> Fold:
         if not 0 <= k < len(self.folds):
             raise FoldIndexError(f"fold {k} does not exist: the data has {len(self.folds)} "
                                  f"folds (0..{len(self.folds) - 1})")
         return self.folds[k]
 
 
-def train_indices(split: FoldSplit, what: str = "train") -> list[int]:
+def train_indices(split: Fold, what: str = "train") -> list[int]:
     """What a model is retrained on: ``train``, the fold's training split (the paper's
     protocol), or ``search+train``, its search and training splits together (DARTS practice).
     Never the fold's test speakers."""
@@ -133,17 +124,8 @@ def load_run_data(config: Any, progress: bool = True, workers: int | None = None
     x, report = D.extract_features(items, dc.features, dc.cache_dir, workers or dc.workers,
                                    progress)
     items = [items[i] for i in report.kept]  # skipped clips were reported, with their reason
-    class_names = list(getattr(dc, "classes", None) or D.CLASSES)
+    class_names = list(D.CLASSES)
     lookup = {name: i for i, name in enumerate(class_names)}
     y = torch.tensor([lookup[item.label] for item in items], dtype=torch.long)
     folds = D.folds_for(items, dc)  # honours data.fold_file
-    splits = [
-        FoldSplit(k, list(f.search), list(f.train), list(f.test), _summary(f))
-        for k, f in enumerate(folds)
-    ]
-    return RunData(x.float(), y, class_names, splits)
-
-
-def _summary(fold: Any) -> dict[str, Any]:
-    summary = fold.summary()
-    return summary if isinstance(summary, dict) else {"summary": str(summary)}
+    return RunData(x.float(), y, class_names, folds)

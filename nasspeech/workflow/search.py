@@ -1,9 +1,9 @@
 """``nasspeech search``: DARTS search on one fold's search set.
 
 Weights are trained on a seeded part of the search set and the alphas on the rest
-(``search.alpha_fraction``), with the shared :func:`nasspeech.search.search_step`. Every epoch
-writes the genotype, the alpha softmax history, a JSONL record and an atomic checkpoint, so
-an interrupted search resumes exactly.
+(``search.alpha_fraction``), with the step of :func:`nasspeech.search.recipe.build_search`.
+Every epoch writes the genotype, the alpha softmax history, a JSONL record and an atomic
+checkpoint, so an interrupted search resumes exactly.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from nasspeech.config import RunConfig
 from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write
 from nasspeech.observe import TensorBoardLog
-from nasspeech.search import Architect, NonFiniteLossError, predict, search_step
+from nasspeech.search import NonFiniteLossError, predict
+from nasspeech.search.recipe import build_search
+from nasspeech.search.techniques.collapse import AuxSkip, CollapseGuard
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
-from nasspeech.workflow.collapse import AuxSkip, CollapseGuard
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, split_search
 from nasspeech.workflow.devices import autocast, resolve_device, use_threads
 from nasspeech.workflow.resume import SEARCH_FIXED, resume_point
@@ -80,11 +80,8 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
 
     seed_everything(config.seed + fold)
     model = config.space.build_supernet().to(device)
-    w_opt = torch.optim.SGD(model.weight_parameters(), lr=sc.lr, momentum=sc.momentum,
-                            weight_decay=sc.weight_decay)
-    architect = Architect(model, order=sc.order, lr=sc.alpha_lr, betas=tuple(sc.alpha_betas),
-                          weight_decay=sc.alpha_weight_decay, w_momentum=sc.momentum,
-                          w_weight_decay=sc.weight_decay)
+    recipe = build_search(sc, model)
+    w_opt, architect = recipe.w_optimizer, recipe.architect
     aux = AuxSkip(model, sc.collapse.aux_skip_beta) if sc.collapse.remedy == "aux_skip" else None
     guard = CollapseGuard(sc.collapse)
     shown_warnings: list[str] = []
@@ -110,7 +107,7 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
     if not start:
         write_json(run_dir / "fold.json", {
             "fold": fold, "search_weights": len(w_idx), "search_alphas": len(a_idx),
-            **split.summary})
+            **split.summary()})
     config.save(run_dir / "config.yaml")  # the settings in effect
     log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
     tb = TensorBoardLog.open(config, run_dir, start)  # None unless log.tensorboard
@@ -133,8 +130,8 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
             for step, batch in enumerate(train_stream.epoch(epoch)):
                 try:
                     with amp:
-                        res = search_step(model, architect, w_opt, batch, next(val_batches),
-                                          lr, sc.grad_clip, update_alphas=epoch >= sc.warmup_epochs)
+                        res = recipe.step(batch, next(val_batches), lr,
+                                          update_alphas=epoch >= sc.warmup_epochs)
                 except NonFiniteLossError as exc:
                     raise WorkflowError(_nan_message(exc, epoch, step, run_dir)) from None
                 loss += res.loss * res.count

@@ -99,10 +99,10 @@ def test_meta_tracer_allocates_no_host_memory_the_size_of_the_model() -> None:
     machine's memory). Every CPU allocation during the trace must stay small."""
     from torch.profiler import ProfilerActivity, profile
 
+    from nasspeech.config import SearchConfig
     from nasspeech.memory.batch import StepTracerSession
-    from nasspeech.memory.setup import SearchHyper
 
-    session = StepTracerSession(_huge_space(), SearchHyper(order=1))
+    session = StepTracerSession(_huge_space(), SearchConfig(order=1))
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         trace = session.trace(256)
     assert max(a.nbytes for a in trace.allocs) >= 64 * 1024**3  # the model is that large

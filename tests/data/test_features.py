@@ -11,7 +11,6 @@ import torch
 
 from nasspeech.data import (
     FeatureConfig,
-    FeatureDataset,
     FeatureError,
     compute_features,
     extract_features,
@@ -140,10 +139,3 @@ def test_long_files_are_read_only_as_far_as_the_window(tmp_path, small):
     sf.write(cut, sf.read(path, frames=24000, dtype="float32")[0], 16000)
     x, _ = extract_features([path, cut], small, progress=False)
     assert torch.equal(x[0], x[1])
-
-
-def test_dataset_rejects_non_finite_rows():
-    x = torch.zeros(3, 1, 4, 4)
-    x[1, 0, 2, 2] = float("nan")
-    with pytest.raises(ValueError, match="feature row 1 holds NaN or inf"):
-        FeatureDataset(x, ["anger", "neutral", "sadness"])

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from nasspeech.config import RunConfig
+from nasspeech.data.folds import Fold
 from nasspeech.genotype import Genotype
 from nasspeech.registry import list_ops
-from nasspeech.workflow.datasets import FoldSplit, RunData
+from nasspeech.workflow.datasets import RunData
 
 SHAPE = (1, 8, 12)  # 8 MFCCs x 12 frames
 CLASSES = ["anger", "happiness", "sadness"]
@@ -57,8 +58,10 @@ def random_data(n: int = 12) -> RunData:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, *SHAPE, generator=g)
     y = torch.arange(n) % len(CLASSES)
-    return RunData(x, y, list(CLASSES), [FoldSplit(0, [], list(range(n - 3)),
-                                                   list(range(n - 3, n)))])
+    fold = Fold(0, test=list(range(n - 3, n)), search=[], train=list(range(n - 3)),
+                test_groups=["s1"], labels=[CLASSES[int(i)] for i in y],
+                groups=["s0"] * (n - 3) + ["s1"] * 3)
+    return RunData(x, y, list(CLASSES), [fold])
 
 
 def train_run(out: Path, config: RunConfig, genotype: Genotype | None, model: str) -> Path:

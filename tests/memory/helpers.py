@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from nasspeech.memory.setup import SearchHyper, build_fake_supernet, make_setup
-from nasspeech.memory.trace import Trace, trace_step
+from nasspeech.config import SearchConfig
+from nasspeech.memory.records import Trace
+from nasspeech.memory.setup import build_fake_supernet, make_setup
+from nasspeech.memory.trace import trace_step
 from nasspeech.space.config import SearchSpace
 
 
@@ -39,14 +41,14 @@ def fake_trace(space: SearchSpace, batch: int, order: int, target: str = "cpu") 
     fake_mode = FakeTensorMode()
     model = build_fake_supernet(space, fake_mode)
     with fake_mode:
-        setup = make_setup(model, space, batch, SearchHyper(order=order),
+        setup = make_setup(model, space, batch, SearchConfig(order=order),
                            foreach=True if target == "cuda" else None)
     return trace_step(setup, fake_mode, target=target)
 
 
 def real_setup(space: SearchSpace, batch: int, order: int):
     torch.manual_seed(0)
-    return make_setup(space.build_supernet(), space, batch, SearchHyper(order=order))
+    return make_setup(space.build_supernet(), space, batch, SearchConfig(order=order))
 
 
 def canonical(sequence: list[int]) -> list[int]:

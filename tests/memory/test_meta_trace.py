@@ -10,10 +10,12 @@ import pytest
 import torch
 from helpers import cnn_space, fake_trace, lstm_space
 
+from nasspeech.config import SearchConfig
 from nasspeech.memory.allocator import CachingAllocatorModel, MiB, OutOfMemory, replay
-from nasspeech.memory.batch import BackgroundTraces, BatchModel, StepTracerSession
+from nasspeech.memory.batch import BatchModel
+from nasspeech.memory.fork import BackgroundTraces
 from nasspeech.memory.profiles import get_profile
-from nasspeech.memory.setup import SearchHyper
+from nasspeech.memory.session import StepTracerSession
 from nasspeech.space.config import SearchSpace
 
 
@@ -54,7 +56,7 @@ SPACES = {
 @pytest.mark.parametrize("name", list(SPACES))
 def test_meta_trace_equals_fake_trace(name: str) -> None:
     make, order = SPACES[name]
-    meta = StepTracerSession(make(), SearchHyper(order=order)).trace(3)
+    meta = StepTracerSession(make(), SearchConfig(order=order)).trace(3)
     fake = fake_trace(make(), 3, order, target="cuda")  # fake tensors, after a warm-up step
     assert meta.meta["primed"] is True
     assert len(meta.events) > 500
@@ -63,14 +65,14 @@ def test_meta_trace_equals_fake_trace(name: str) -> None:
     # (FakeTensor answers ``tensor.device`` through the dispatcher: prim::device)
     assert meta.meta["aten_ops"] == [op for op in fake.meta["aten_ops"] if op != "aten::device"]
     # the comparison can fail: the same space at another batch size gives other sizes
-    other = StepTracerSession(make(), SearchHyper(order=order)).trace(4)
+    other = StepTracerSession(make(), SearchConfig(order=order)).trace(4)
     assert other.events == meta.events and other.sizes() != meta.sizes()
 
 
 def test_the_cpu_kernel_choices_are_exercised() -> None:
     """Where the meta tensors' own kernels differ from a CPU tensor's, the trace shows the
     CPU kernels' allocations (what the fake trace has)."""
-    att = StepTracerSession(attention_space(), SearchHyper(order=1)).trace(2)
+    att = StepTracerSession(attention_space(), SearchConfig(order=1)).trace(2)
     assert any(a.aten.startswith("_scaled_dot_product_flash_attention_for_cpu")
                for a in att.allocs)
     assert not any(a.aten.startswith("_safe_softmax") for a in att.allocs)
@@ -79,7 +81,7 @@ def test_the_cpu_kernel_choices_are_exercised() -> None:
 
 @pytest.mark.parametrize("make", [conv_space, attention_space])
 def test_sizes_only_trace_has_the_same_events(make) -> None:
-    session = StepTracerSession(make(), SearchHyper(order=2))
+    session = StepTracerSession(make(), SearchConfig(order=2))
     full = session.trace(3)
     light = session.trace(3, attribute=False)
     assert light.events == full.events and light.initial == full.initial
@@ -89,7 +91,7 @@ def test_sizes_only_trace_has_the_same_events(make) -> None:
 
 def _skip_unless_forks_run_autograd() -> None:
     """(At run time: an earlier test may have started autograd's device threads.)"""
-    from nasspeech.memory.batch import forked_autograd_works
+    from nasspeech.memory.fork import forked_autograd_works
 
     if not forked_autograd_works():
         pytest.skip("this process started autograd's device threads (a CUDA machine): a "
@@ -98,7 +100,7 @@ def _skip_unless_forks_run_autograd() -> None:
 
 def test_background_traces_match_traces_in_this_process() -> None:
     _skip_unless_forks_run_autograd()
-    session = StepTracerSession(conv_space(), SearchHyper(order=2))
+    session = StepTracerSession(conv_space(), SearchConfig(order=2))
     background = BackgroundTraces(session, [(2, None), (3, 1), (0, None), (4, None)])
     here = session.trace(2, attribute=False)
     there = background.get(2)
@@ -114,7 +116,7 @@ def test_background_traces_match_traces_in_this_process() -> None:
 
 
 def test_partial_trace_is_a_prefix_of_the_step() -> None:
-    session = StepTracerSession(conv_space(), SearchHyper(order=2))
+    session = StepTracerSession(conv_space(), SearchConfig(order=2))
     full = session.trace(3, attribute=False)
     prefix = session.trace(3, attribute=False, stop_after_tasks=2)
     n = len(prefix.events)
@@ -127,22 +129,22 @@ def test_partial_trace_is_a_prefix_of_the_step() -> None:
 
 
 def test_fit_to_the_requested_batch_and_its_check() -> None:
-    session = StepTracerSession(cnn_space(size=8), SearchHyper(order=2))
+    session = StepTracerSession(cnn_space(size=8), SearchConfig(order=2))
     background = BackgroundTraces(session, [(2, None), (3, 2)])
     trace = session.trace(6)
     model = BatchModel.fit_to(session, trace, background=background)
-    sequential = StepTracerSession(cnn_space(size=8), SearchHyper(order=2))
+    sequential = StepTracerSession(cnn_space(size=8), SearchConfig(order=2))
     reference = BatchModel.fit(sequential)  # batches 2 and 3, checked at 5
     assert model is not None and reference is not None
     assert np.array_equal(model.slope, reference.slope)
     assert np.array_equal(model.intercept, reference.intercept)
     assert model.slope.max() > 0 and model.template is trace
     # the check can fail: other sizes, or other events
-    check = StepTracerSession(cnn_space(size=8), SearchHyper(order=2)).trace(3)
+    check = StepTracerSession(cnn_space(size=8), SearchConfig(order=2)).trace(3)
     assert model.checks(check)
     check.allocs[-1].nbytes += 512
     assert not model.checks(check)
-    other = StepTracerSession(cnn_space(size=8, cells=3), SearchHyper(order=2)).trace(3)
+    other = StepTracerSession(cnn_space(size=8, cells=3), SearchConfig(order=2)).trace(3)
     assert not model.checks(other)
     assert BatchModel.from_traces(trace, trace, other) is None
 
@@ -200,50 +202,63 @@ def test_max_batch_when_more_fits_further_up() -> None:
     assert best == 420
 
 
-def _reference_replay(sizes, events, initial=(), capacity=None, preallocated=()):
-    model, blocks = CachingAllocatorModel(capacity), {}
-    try:
-        for n in preallocated:
-            model.malloc(n)
-        for i in initial:
-            blocks[i] = model.malloc(sizes[i])
-        for e in events:
-            if e >= 0:
-                blocks[e] = model.malloc(sizes[e])
-            elif ~e in blocks:
-                model.free(blocks.pop(~e))
-    except OutOfMemory:
-        return model.peak_allocated, model.peak_reserved, True, len(model.segments)
-    return model.peak_allocated, model.peak_reserved, False, len(model.segments)
+def _check_layout(model: CachingAllocatorModel, used: list) -> None:
+    """The model's books balance: segments are tiled by their blocks, free neighbours are
+    merged, the free lists hold exactly the free blocks, and the byte counts add up."""
+    free = set()
+    for seg, head in model.segment_heads.items():
+        block, addr, total = head, head.addr, 0
+        assert head.prev is None
+        while block is not None:
+            assert block.addr == addr and block.segment == seg
+            assert not (block.free and block.next is not None and block.next.free)
+            if block.free:
+                free.add(id(block))
+            addr, total, block = addr + block.size, total + block.size, block.next
+        assert total == model.segments[seg]
+    assert free == {id(b) for b in model.free_blocks.values()}
+    assert sorted(model.free_blocks) == sorted(model.pools[True] + model.pools[False])
+    assert model.reserved == sum(model.segments.values()) <= model.peak_reserved
+    assert model.allocated == sum(b.size for b in used) <= model.peak_allocated
 
 
-def test_replay_is_the_allocator_model() -> None:
+def test_the_allocator_model_keeps_its_books() -> None:
+    """Random allocations and frees (both pools, splits, merges, the free-cache-and-retry
+    path); :func:`replay` drives the same model and reports its peaks."""
     rng = random.Random(0)
     outcomes = set()
-    for _ in range(300):
-        n = rng.randint(1, 200)
+    for _ in range(150):
+        n = rng.randint(1, 150)
         sizes = [rng.choice((rng.randint(1, 4096), rng.randint(1, 3 * MiB),
                              rng.randint(1, 30 * MiB))) for _ in range(n)]
-        initial = list(range(min(n, rng.randint(0, 3))))
-        events, live = [], list(initial)
-        for i in range(len(initial), n):
+        events, live = [], []
+        for i in range(n):
             events.append(i)
             live.append(i)
             while live and rng.random() < 0.5:
                 events.append(~live.pop(rng.randrange(len(live))))
         capacity = rng.choice((None, 40 * MiB, 120 * MiB, 400 * MiB))
-        workspace = [rng.randint(1, 9 * MiB)]
-        ref = _reference_replay(sizes, events, initial, capacity, workspace)
-        got = replay(sizes, events, initial, capacity, workspace)
-        assert (got.peak_allocated, got.peak_reserved, got.oom, got.segments) == ref
-        outcomes.add(got.oom)
-    assert outcomes == {True, False}  # both paths (out of memory or not) were compared
+        model, blocks, oom = CachingAllocatorModel(capacity), {}, False
+        try:
+            for e in events:
+                if e >= 0:
+                    blocks[e] = model.malloc(sizes[e])
+                else:
+                    model.free(blocks.pop(~e))
+                _check_layout(model, list(blocks.values()))
+        except OutOfMemory:
+            oom = True
+        got = replay(sizes, events, (), capacity)
+        assert (got.peak_allocated, got.peak_reserved, got.oom) == \
+            (model.peak_allocated, model.peak_reserved, oom)
+        outcomes.add(oom)
+    assert outcomes == {True, False}  # both paths (out of memory or not) were exercised
 
 
 def test_meta_tracer_refuses_cpu_targets() -> None:
     with pytest.raises(ValueError, match="CUDA"):
-        StepTracerSession(cnn_space(), SearchHyper(order=1), target="cpu", meta=True)
+        StepTracerSession(cnn_space(), SearchConfig(order=1), target="cpu", meta=True)
     # the CPU target traces fake tensors (the oneDNN LSTM workspaces need real kernels)
-    session = StepTracerSession(cnn_space(), SearchHyper(order=1), target="cpu")
+    session = StepTracerSession(cnn_space(), SearchConfig(order=1), target="cpu")
     assert session.meta is False and session.trace(2).events
     assert torch.is_grad_enabled()

@@ -7,10 +7,11 @@ import itertools
 import pytest
 from helpers import cnn_space, lstm_space
 
+from nasspeech.config import SearchConfig
 from nasspeech.memory import estimate
-from nasspeech.memory.batch import BatchModel, StepTracerSession
+from nasspeech.memory.batch import BatchModel
 from nasspeech.memory.profiles import get_profile
-from nasspeech.memory.setup import SearchHyper
+from nasspeech.memory.session import StepTracerSession
 
 
 def _peak(space, batch=4, order=1):
@@ -25,7 +26,7 @@ def _grows(values: list[tuple[int, int]]) -> bool:
 @pytest.fixture(scope="module")
 def batch_model() -> BatchModel:
     """Sizes vs batch, fitted on traces at 2 and 3 and checked exactly against one at 5."""
-    model = BatchModel.fit(StepTracerSession(cnn_space(size=8), SearchHyper(order=1)))
+    model = BatchModel.fit(StepTracerSession(cnn_space(size=8), SearchConfig(order=1)))
     assert model is not None
     return model
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from helpers import cnn_space, fake_trace, lstm_space
 
-from nasspeech.memory.batch import StepTracerSession
-from nasspeech.memory.setup import SearchHyper
+from nasspeech.config import SearchConfig
+from nasspeech.memory.session import StepTracerSession
 
 
 @pytest.mark.parametrize("make", [lambda: cnn_space(size=8), lambda: lstm_space()])
 def test_primed_trace_equals_warmed_up_trace(make) -> None:
-    primed = StepTracerSession(make(), SearchHyper(order=2)).trace(3)
+    primed = StepTracerSession(make(), SearchConfig(order=2)).trace(3)
     warmed = fake_trace(make(), 3, 2, target="cuda")
     assert primed.meta["primed"] is True
     assert primed.events == warmed.events and primed.initial == warmed.initial

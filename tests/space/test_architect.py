@@ -110,3 +110,30 @@ def test_bad_order_rejected():
         assert "order" in str(exc)
     else:
         raise AssertionError("order=3 accepted")
+
+
+def test_build_search_takes_every_setting_from_the_search_section():
+    from nasspeech.config import SearchConfig
+    from nasspeech.search.recipe import build_search
+
+    sc = SearchConfig(order=1, lr=0.1, momentum=0.5, weight_decay=1e-5, grad_clip=None,
+                      alpha_lr=0.01, alpha_betas=(0.3, 0.9), alpha_weight_decay=0.0)
+    torch.manual_seed(0)
+    model = tiny_space().build_supernet()
+    recipe = build_search(sc, model)
+    (w,) = recipe.w_optimizer.param_groups
+    assert (w["lr"], w["momentum"], w["weight_decay"]) == (0.1, 0.5, 1e-5)
+    assert {id(p) for p in w["params"]} == {id(p) for p in model.weight_parameters()}
+    arch = recipe.architect
+    (a,) = arch.optimizer.param_groups
+    assert (a["lr"], a["betas"], a["weight_decay"]) == (0.01, (0.3, 0.9), 0.0)
+    assert (arch.order, arch.w_momentum, arch.w_weight_decay) == (1, 0.5, 1e-5)
+    batch = (torch.randn(4, 1, 8, 8), torch.randint(0, 3, (4,)))
+    alphas0 = [p.detach().clone() for p in model.alpha_parameters()]
+    assert recipe.step(batch, batch).count == 4  # at search.lr, no clipping
+    assert any(not torch.equal(x, y) for x, y in zip(alphas0, model.alpha_parameters()))
+    frozen = [p.detach().clone() for p in model.alpha_parameters()]
+    recipe.step(batch, batch, lr=0.01, update_alphas=False)  # warm-up: alphas stay
+    assert all(torch.equal(x, y) for x, y in zip(frozen, model.alpha_parameters()))
+    assert [foreach for opt in build_search(sc, model, foreach=True).optimizers()
+            for foreach in (g["foreach"] for g in opt.param_groups)] == [True, True]

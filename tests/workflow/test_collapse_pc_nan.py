@@ -8,9 +8,9 @@ import yaml
 
 from nasspeech.config import CollapseConfig, RunConfig
 from nasspeech.search import Architect, search_step
+from nasspeech.search.techniques.collapse import AuxSkip, CollapseGuard, parameter_free_share
 from nasspeech.space import SearchSpace
 from nasspeech.workflow.checkpoint import load_checkpoint
-from nasspeech.workflow.collapse import AuxSkip, CollapseGuard, parameter_free_share
 from nasspeech.workflow.datasets import load_run_data
 from nasspeech.workflow.rundir import WorkflowError
 from nasspeech.workflow.search import run_search
@@ -148,7 +148,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeyp
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_resumes(tmp_path, monkeypatch):
-    import nasspeech.workflow.search as S
+    import nasspeech.search.recipe as S  # the search step the workflow runs
 
     config, data = tiny_run(tmp_path, epochs=3, batch_size=256)  # one step per epoch
     real_step, calls = S.search_step, []
@@ -171,7 +171,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_resumes(tmp_path, monkeypatch):
 
 def test_a_lasting_collapse_warning_is_printed_once(tmp_path, monkeypatch, capsys):
     import nasspeech.workflow.search as S
-    from nasspeech.workflow.collapse import CollapseReport
+    from nasspeech.search.techniques.collapse import CollapseReport
 
     config, data = tiny_run(tmp_path, epochs=3, batch_size=256)
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from tiny_runs import tiny_dict, write_config
 
-import nasspeech.workflow.search as S
+import nasspeech.search.recipe as S  # the search step the workflow runs
 import nasspeech.workflow.train as T
 from nasspeech.cli.main import main
 from nasspeech.config import RunConfig
@@ -98,7 +98,7 @@ def test_a_second_process_on_the_same_run_dir_fails_at_once(tiny, tmp_path):
 def test_sigkill_in_epoch_1_leaves_a_directory_that_resumes(tiny_cache, tmp_path, capsys):
     cfg = write_config(tmp_path / "tiny.yaml", tiny_dict(tiny_cache))
     run = tmp_path / "run"
-    killer = ("import os, signal, sys\nimport nasspeech.workflow.search as S\n"
+    killer = ("import os, signal, sys\nimport nasspeech.search.recipe as S\n"
               "S.search_step = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
               "from nasspeech.cli.main import main\nmain(sys.argv[1:])")
     done = subprocess.run([sys.executable, "-c", killer, "search", str(cfg), "--out", str(run),

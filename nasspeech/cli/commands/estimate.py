@@ -31,12 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def load_space(config: str):
-    """The space and search section of ``config``, with user-facing errors."""
-    from nasspeech.memory.estimate import resolve_space
+def load_config(config: str):
+    """The run config of ``config`` (a run config or a space file), with user-facing errors."""
+    from nasspeech.memory.estimate import resolve_config
 
     try:
-        return resolve_space(config)
+        return resolve_config(config)
     except FileNotFoundError as exc:
         raise CLIError(str(exc)) from None
     except ValueError as exc:  # incl. SpaceConfigError: one line per field
@@ -63,17 +63,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise CLIError("a config is required (or --list-gpus)")
-    space, search = load_space(args.config)
+    config = load_config(args.config)
     profile = resolve_gpu(args.gpu)
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
     progress = None if args.json else (lambda msg: print(f"... {msg}", file=sys.stderr))
-    batch = args.batch_size or search.get("batch_size")
-    order = args.order or search.get("order")
-    from nasspeech.memory.setup import SearchHyper
-
-    hyper = SearchHyper.from_search_section(search, order)
-    result = estimate(space, batch, profile, hyper.order, hyper=hyper,
+    result = estimate(config, args.batch_size, profile, args.order,
                       max_batch=not args.no_max_batch, per_op=args.per_op, progress=progress)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))

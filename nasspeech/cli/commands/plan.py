@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nasspeech.cli.commands.estimate import load_space, resolve_gpu
+from nasspeech.cli.commands.estimate import load_config, resolve_gpu
 from nasspeech.cli.main import CLIError
 
 NAME = "plan"
@@ -28,18 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nasspeech.memory.planner import plan
     from nasspeech.memory.report import fmt_bytes
-    from nasspeech.memory.setup import SearchHyper
 
-    space, search = load_space(args.config)
+    config = load_config(args.config)
     profile = resolve_gpu(args.gpu)
-    batch = args.batch_size or int(search.get("batch_size", 64))
+    batch = args.batch_size or config.search.batch_size
     if batch < 1:
         raise CLIError(f"--batch-size must be >= 1, got {batch}")
-    hyper = SearchHyper.from_search_section(search, args.order or search.get("order"))
-    base, plans = plan(space, batch, profile, hyper, limit=args.limit,
+    search = config.search
+    if args.order:
+        search = search.model_copy(update={"order": args.order})
+    base, plans = plan(config.space, batch, profile, search, limit=args.limit,
                        progress=lambda m: print(f"... {m}", file=sys.stderr))
     verdict = "fits" if base.fits else "does NOT fit"
-    print(f"As given: batch {batch}, order {hyper.order}: {fmt_bytes(base.total_bytes)} of "
+    print(f"As given: batch {batch}, order {search.order}: {fmt_bytes(base.total_bytes)} of "
           f"{fmt_bytes(base.capacity_bytes)} on {profile.name} -> {verdict}"
           f" (largest batch {base.max_batch_size})")
     if not plans:
