@@ -84,7 +84,6 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
     w_opt, architect = recipe.w_optimizer, recipe.architect
     aux = AuxSkip(model, sc.collapse.aux_skip_beta) if sc.collapse.remedy == "aux_skip" else None
     guard = CollapseGuard(sc.collapse)
-    shown_warnings: list[str] = []
 
     history: list[dict[str, list[list[float]]]] = []
     start, stopped, changes = 0, None, {}
@@ -147,12 +146,9 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
             with amp:
                 pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
             report = guard.check(genotype, epoch, softmax)
-            # print a warning when it first appears or changes (every epoch's is in the log)
-            current = [w.split(": ", 1)[-1] for w in report.warnings]
-            for warning, text in zip(report.warnings, current):
-                if text not in shown_warnings:
-                    tqdm.write(f"warning: {warning}", file=sys.stderr)
-            shown_warnings = current
+            # print a component's first warning and any new high (every epoch's is in the log)
+            for warning in report.new_warnings:
+                tqdm.write(f"warning: {warning}", file=sys.stderr)
             log.write({
                 "epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
                 "train_acc": correct / count,

@@ -180,8 +180,9 @@ def test_a_lasting_collapse_warning_is_printed_once(tmp_path, monkeypatch, capsy
             pass
 
         def check(self, genotype, epoch, alphas=None):
-            return CollapseReport({"cnn": 1.0}, {"cnn": 0},
-                                  [f"epoch {epoch + 1}: component 'cnn' is collapsing"])
+            warning = f"epoch {epoch + 1}: component 'cnn' is collapsing"
+            return CollapseReport({"cnn": 1.0}, {"cnn": 0}, [warning],
+                                  new_warnings=[warning] if epoch == 0 else [])
 
     monkeypatch.setattr(S, "CollapseGuard", AlwaysCollapsed)
     run_search(config, data, 0, tmp_path / "run", progress=False)
@@ -189,3 +190,15 @@ def test_a_lasting_collapse_warning_is_printed_once(tmp_path, monkeypatch, capsy
     assert err.count("is collapsing") == 1 and "epoch 1:" in err
     log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert sum("is collapsing" in line for line in log) == 3  # every epoch's is logged
+
+
+def test_a_flipping_share_is_warned_at_its_first_and_its_new_highs(monkeypatch):
+    import nasspeech.search.techniques.collapse as C
+
+    shares = iter([0.5, 0.75, 1.0, 0.75, 1.0, 0.75])
+    monkeypatch.setattr(C, "parameter_free_share", lambda g: {"seq": next(shares)})
+    monkeypatch.setattr(C, "skip_counts", lambda g: {"seq": 0})
+    guard = C.CollapseGuard(CollapseConfig(min_alpha_shift=0.0))
+    reports = [guard.check(None, epoch) for epoch in range(6)]
+    assert [bool(r.warnings) for r in reports] == [False, True, True, True, True, True]
+    assert [len(r.new_warnings) for r in reports] == [0, 1, 1, 0, 0, 0]

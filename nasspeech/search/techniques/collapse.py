@@ -67,6 +67,9 @@ class CollapseReport:
     warnings: list[str] = field(default_factory=list)
     stop: str | None = None
     shifts: dict[str, float] | None = None
+    #: the warnings worth printing: a component's first, or one whose share is a new high
+    #: (a share flipping between 75 % and 100 % is shown once each, not every epoch)
+    new_warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"parameter_free_share": self.shares, "max_skip_per_cell": self.skips,
@@ -78,6 +81,7 @@ class CollapseGuard:
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        self._warned: dict[str, float] = {}  # component -> highest share warned about
 
     def check(self, genotype: Genotype, epoch: int,
               alphas: Mapping[str, torch.Tensor] | None = None) -> CollapseReport:
@@ -92,10 +96,13 @@ class CollapseGuard:
                 continue  # near-uniform alphas: the kept ops are still a coin toss
             if share >= cfg.warn_share:
                 what = "all kept edges are" if share >= 1.0 else f"{share:.0%} of kept edges are"
-                report.warnings.append(
-                    f"epoch {epoch + 1}: component {name!r} is collapsing: {what} "
-                    f"parameter-free ops (warn_share {cfg.warn_share}); consider "
-                    "search.collapse.remedy early_stop or aux_skip, fewer cells/nodes")
+                warning = (f"epoch {epoch + 1}: component {name!r} is collapsing: {what} "
+                           f"parameter-free ops (warn_share {cfg.warn_share}); consider "
+                           "search.collapse.remedy early_stop or aux_skip, fewer cells/nodes")
+                report.warnings.append(warning)
+                if share > self._warned.get(name, 0.0):
+                    self._warned[name] = share
+                    report.new_warnings.append(warning)
         if cfg.remedy == "early_stop" and epoch + 1 >= cfg.min_epochs:
             hit = {n: c for n, c in report.skips.items() if c >= cfg.max_skip}
             if hit:
