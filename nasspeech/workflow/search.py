@@ -83,7 +83,7 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                             weight_decay=sc.weight_decay)
     architect = Architect(model, order=sc.order, lr=sc.alpha_lr, betas=tuple(sc.alpha_betas),
                           weight_decay=sc.alpha_weight_decay, w_momentum=sc.momentum,
-                          w_weight_decay=sc.weight_decay)
+                          w_weight_decay=sc.weight_decay, hvp=sc.hvp)
     aux = AuxSkip(model, sc.collapse.aux_skip_beta) if sc.collapse.remedy == "aux_skip" else None
     guard = CollapseGuard(sc.collapse)
     shown_warnings: list[str] = []
