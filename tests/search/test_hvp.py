@@ -168,3 +168,31 @@ def test_hvp_setting():
     assert SearchConfig(hvp="exact").hvp == "exact"
     with pytest.raises(ValueError, match="hvp"):
         Architect(space().build_supernet(), order=2, hvp="fd")
+
+
+def test_run_search_passes_the_config_hvp(tmp_path, monkeypatch):
+    """search.hvp reaches the Architect of a workflow search, which then finishes."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+    from tiny_runs import tiny_dict
+
+    import nasspeech.workflow.search as workflow_search
+    from nasspeech.config import RunConfig
+    from nasspeech.workflow.datasets import load_run_data
+
+    seen = []
+
+    class Recording(Architect):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append((self.order, self.hvp))
+
+    monkeypatch.setattr(workflow_search, "Architect", Recording)
+    config = RunConfig.model_validate(tiny_dict(tmp_path / "cache", search={
+        "epochs": 1, "order": 2, "hvp": "exact"}))
+    data = load_run_data(config, progress=False)
+    result = workflow_search.run_search(config, data, 0, tmp_path / "run", progress=False)
+    assert seen == [(2, "exact")]
+    assert result.epochs_run == 1
