@@ -92,6 +92,10 @@ class SearchConfig(_Optimisation):
     (second-order DARTS, as in the paper); set ``order: 1`` for a ~2x cheaper step."""
 
     order: Literal[1, 2] = Field(default=2, description="DARTS order: 1 (first) or 2 (second)")
+    hvp: Literal["finite_difference", "exact"] = Field(
+        default="finite_difference",
+        description="order 2: Hessian-vector product by finite difference (DARTS, radius "
+                    "0.01/||v||) or exact double backward (more memory; docs/real-speech.md)")
     alpha_lr: float = Field(default=3e-4, gt=0.0, description="alpha Adam learning rate")
     alpha_betas: tuple[float, float] = Field(default=(0.5, 0.999), description="alpha Adam betas")
     alpha_weight_decay: float = Field(default=1e-3, ge=0.0, description="alpha Adam weight decay")

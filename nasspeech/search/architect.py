@@ -5,19 +5,28 @@ Second order follows Liu et al. (2019): a virtual SGD step on the training batch
 and the implicit term ``- eta * (grad_a L_train(w+) - grad_a L_train(w-)) / (2 * eps)`` with
 ``w+- = w +- eps * v``, ``v = dL_val/dw'`` and ``eps = 0.01 / ||v||``. The virtual step is
 evaluated with :func:`torch.func.functional_call`, so no copy of the supernet is made.
+
+``hvp="exact"`` replaces the finite difference by double backward: the virtual step is kept in
+the autograd graph (``create_graph=True``), so the alpha gradient of the validation loss at
+``w'`` flows through ``w'`` and holds ``- eta * d2L_train/(da dw) . v`` exactly (still no
+second copy of the net; the training graph is kept alive until the alpha gradient is taken).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+HVP = Literal["finite_difference", "exact"]
+HVP_MODES: tuple[str, ...] = ("finite_difference", "exact")
 
 
 class Architect:
@@ -34,9 +43,13 @@ class Architect:
         w_weight_decay: float = 3e-4,
         loss_fn: LossFn = F.cross_entropy,
         fd_radius: float = 0.01,
+        hvp: HVP = "finite_difference",
     ) -> None:
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (second order), got {order}")
+        if hvp not in HVP_MODES:
+            raise ValueError(f"hvp must be one of {', '.join(HVP_MODES)}, got {hvp!r}")
+        self.hvp = hvp
         self.model = model
         self.order = order
         self.loss_fn = loss_fn
@@ -75,8 +88,15 @@ class Architect:
         eta: float,
         w_optimizer: torch.optim.Optimizer | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The unrolled alpha gradient with the finite-difference Hessian-vector product."""
+        """The unrolled alpha gradient: finite-difference or exact Hessian-vector product."""
         names, weights = self._named_weights()
+        if self.hvp == "exact":
+            # the fused attention kernels have no double backward; the math one does
+            with sdpa_kernel(SDPBackend.MATH):
+                unrolled = self._virtual_step(names, weights, train_batch, eta, w_optimizer,
+                                              True)
+                val_loss = self.loss_fn(self._call(unrolled, val_batch[0]), val_batch[1])
+                return val_loss, _grad(val_loss, self.alphas)
         unrolled = self._virtual_step(names, weights, train_batch, eta, w_optimizer)
         val_loss = self.loss_fn(self._call(unrolled, val_batch[0]), val_batch[1])
         grads = _grad(val_loss, self.alphas + list(unrolled.values()))
@@ -120,9 +140,12 @@ class Architect:
         batch: Batch,
         eta: float,
         w_optimizer: torch.optim.Optimizer | None,
+        create_graph: bool = False,
     ) -> dict[str, torch.Tensor]:
+        """``w' = w - eta * step``: detached leaves, or (``create_graph``) differentiable in the
+        alphas through the training gradient, for the exact Hessian-vector product."""
         loss = self.loss_fn(self.model(batch[0]), batch[1])
-        grads = _grad(loss, weights)
+        grads = _grad(loss, weights, create_graph)
         unrolled = {}
         for name, w, g in zip(names, weights, grads):
             step = g + self.w_weight_decay * w.detach()
@@ -130,7 +153,8 @@ class Architect:
                 buf = w_optimizer.state.get(w, {}).get("momentum_buffer")
                 if buf is not None:
                     step = step + self.w_momentum * buf
-            unrolled[name] = (w.detach() - eta * step).requires_grad_(True)
+            new = w.detach() - eta * step
+            unrolled[name] = new if create_graph else new.requires_grad_(True)
         return unrolled
 
     def _call(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +162,8 @@ class Architect:
         return functional_call(self.model, params, (x,), strict=False)
 
 
-def _grad(loss: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+def _grad(loss: torch.Tensor, inputs: list[torch.Tensor],
+          create_graph: bool = False) -> list[torch.Tensor]:
     """Gradients of ``loss``; zeros for inputs it does not use (e.g. an unused cell kind)."""
-    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True, create_graph=create_graph)
     return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
