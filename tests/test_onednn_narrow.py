@@ -25,18 +25,20 @@ NARROW_SEARCH = textwrap.dedent("""
     from nasspeech.search.loop import search_step
     from nasspeech.space.config import SearchSpace
 
-    for channels, partial in ((8, 4), (4, None), (2, None), (3, None), (6, 2)):
-        comp = dict(name="cnn", family="cnn", ops=["sep_conv_3x3", "max_pool_3x3",
-                    "skip_connect", "none"], cells=3, nodes=2, channels=channels)
+    cases = ((8, 4, 16), (4, None, 16), (2, None, 16), (3, None, 16), (6, 2, 16),
+             (6, None, 64), (4, 2, 64))  # 6 channels at 64x64: reductions of 12 channels
+    for channels, partial, size in cases:
+        comp = dict(name="cnn", family="cnn", ops=["max_pool_3x3", "skip_connect", "none"],
+                    cells=3, nodes=2, channels=channels)
         if partial:
             comp["partial_channels"] = partial
-        space = SearchSpace(name="narrow", input_shape=(1, 16, 16), num_classes=4,
+        space = SearchSpace(name="narrow", input_shape=(1, size, size), num_classes=4,
                             components=[comp])
         net = space.build_supernet()
         arch = Architect(net, order=1)
         opt = torch.optim.SGD(net.weight_parameters(), 0.05)
-        for _ in range(5):
-            batch = (torch.randn(4, 1, 16, 16), torch.randint(0, 4, (4,)))
+        for _ in range(3):
+            batch = (torch.randn(8, 1, size, size), torch.randint(0, 4, (8,)))
             search_step(net, arch, opt, batch, batch, lr=0.05)
     print("narrow search steps ok")
 """)
@@ -58,7 +60,7 @@ def _reference(x: torch.Tensor, op: FactorizedReduce) -> torch.Tensor:
     return op.bn(torch.cat([a, b], dim=1))
 
 
-@pytest.mark.parametrize("c_in", [2, 4, 6, 8])
+@pytest.mark.parametrize("c_in", [2, 4, 6, 8, 12, 16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("size", [8, 7])
 def test_factorized_reduce_narrow_path_is_the_same_convolution(c_in, layout, size):
@@ -78,5 +80,5 @@ def test_factorized_reduce_narrow_path_is_the_same_convolution(c_in, layout, siz
 
 def test_hazard_only_for_narrow_real_cpu_tensors():
     assert onednn_narrow_conv_hazard(torch.randn(1, 4, 8, 8))
-    assert not onednn_narrow_conv_hazard(torch.randn(1, 8, 8, 8))
+    assert not onednn_narrow_conv_hazard(torch.randn(1, 16, 8, 8))
     assert not onednn_narrow_conv_hazard(torch.empty(1, 4, 8, 8, device="meta"))

@@ -7,15 +7,17 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 
 #: Fewest input channels for which oneDNN's channels-last strided 1x1 conv backward is safe.
-ONEDNN_SAFE_CHANNELS = 8
+#: Measured on an AMD EPYC (torch 2.13 CPU build, one thread, batch 8): 4-14 input channels
+#: crash at 64x64 (14 also at 128x128, not at 32x32; nothing at 8x8); 16-48 survive at 32-128.
+ONEDNN_SAFE_CHANNELS = 16
 
 
 def onednn_narrow_conv_hazard(x: torch.Tensor) -> bool:
     """Whether a strided 1x1 conv of ``x`` would hit a oneDNN heap corruption.
 
     With one intra-op thread, the CPU build of torch 2.13 corrupts the heap on some CPUs
-    (AMD EPYC seen) in the backward of a channels-last 1x1 stride-2 ``Conv2d`` with 2, 4 or 6
-    input channels (values right, then the process dies). Such narrow convs run in the
+    (AMD EPYC seen) in the backward of a channels-last 1x1 stride-2 ``Conv2d`` with fewer than
+    16 input channels on large enough inputs (values right, then the process dies). Such narrow convs run in the
     contiguous layout instead: the same convolution, another oneDNN kernel. Real CPU tensors
     only (the memory estimator's fake tensors trace what a GPU runs).
     """
