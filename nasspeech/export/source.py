@@ -12,13 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from nasspeech.config import ConfigError, RunConfig
 from nasspeech.data import FeatureConfig
-from nasspeech.export.errors import ExportError, first_line
+from nasspeech.export.errors import ExportError
 from nasspeech.genotype import Genotype, GenotypeError
+from nasspeech.workflow.checkpoint import CheckpointError, load_checkpoint
 
 WEIGHTS = "model.pt"
 
@@ -71,11 +71,10 @@ def load_trained(path: str | Path) -> TrainedModel:
     except (GenotypeError, KeyError, ValueError, TypeError) as exc:
         raise ExportError(f"{run_dir}: cannot rebuild the {name!r} model from config.yaml: "
                           f"{str(exc).splitlines()[0]}") from None
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - not a (safe) torch file: one clear line
-        raise ExportError(f"{weights}: cannot read it as a state dict: {first_line(exc)}") \
-            from None
+    try:  # the one safe loader of the toolkit (weights_only, one line naming the file)
+        state = load_checkpoint(weights)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
     _load_weights(module, state, f"{weights}: the weights do not load into the {name!r} "
                   "model its config.yaml builds")
     return TrainedModel(module.cpu().eval(), name, class_names, config.data.features,

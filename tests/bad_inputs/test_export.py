@@ -78,6 +78,35 @@ def _wrong_weights(run: Path, tmp: Path) -> Path:
     return copy
 
 
+class _Payload:
+    """Unpickling it would create a file: the export must never run it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _pickled_weights(run: Path, tmp: Path) -> Path:
+    copy = _copy(run, tmp)
+    torch.save({"w": _Payload(tmp / "pwned")}, copy / "model.pt")
+    return copy
+
+
+def _torn_weights(run: Path, tmp: Path) -> Path:
+    copy = _copy(run, tmp)
+    data = (copy / "model.pt").read_bytes()
+    (copy / "model.pt").write_bytes(data[: len(data) // 2])
+    return copy
+
+
+def _refused_and_not_run(tmp: Path):
+    result = cli("export", _pickled_weights(RUNS["cnn"], tmp), "--format", "onnx")
+    assert not (tmp / "pwned").exists()  # the payload never ran
+    return result
+
+
 def _exported_twice(run: Path, tmp: Path):
     export_model(run, "torchscript", tmp / "m.pt")
     return cli("export", run, "--format", "torchscript", "--out", tmp / "m.pt")
@@ -137,6 +166,11 @@ CASES = [
     Case("export-batch-and-dynamic-batch", lambda t: cli(
         "export", RUNS["cnn"], "--format", "onnx", "--batch", "4", "--dynamic-batch"),
          r"--batch fixes the batch size and --dynamic-batch accepts any"),
+    Case("export-pickled-weights", _refused_and_not_run,
+         r"refused to load .*model\.pt: it holds objects other than tensors"),
+    Case("export-torn-weights", lambda t: cli(
+        "export", _torn_weights(RUNS["cnn"], t), "--format", "onnx"),
+         r"cannot read .*model\.pt: not a complete torch checkpoint"),
     Case("export-wrong-weights", lambda t: cli(
         "export", _wrong_weights(RUNS["cnn"], t), "--format", "onnx"),
          r"model\.pt: the weights do not load into the 'cnn' model.*missing"),
