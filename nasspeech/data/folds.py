@@ -66,27 +66,21 @@ class Fold:
         return "\n".join(lines)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise FoldError(f"fold file names {key!r} twice")
-        out[key] = value
-    return out
-
-
 def read_fold_file(path: str | Path, groups: Sequence[str], n_folds: int) -> dict[str, int]:
     """``{group: fold}`` from JSON ``{group: fold_index}`` or ``{fold_index: [groups]}``.
 
     A group given two folds, a group of the data missing from the file, an unknown group or a
     fold index out of range is an error naming it.
     """
-    try:
-        raw = json.loads(Path(path).read_text(), object_pairs_hook=_no_duplicate_keys)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FoldError(f"fold file {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise FoldError(f"fold file {path}: expected a JSON object")
+    from nasspeech.space.loading import ConfigFileError, parse_mapping, read_text
+
+    try:  # the one config-file reader: refuses duplicate keys, oversized and binary files
+        raw = parse_mapping(read_text(path, "fold file"), f"fold file {path}", "JSON")
+    except FileNotFoundError:
+        raise FoldError(f"fold file {path}: not found") from None
+    except (OSError, ConfigFileError) as exc:
+        raise FoldError(str(exc) if "fold file" in str(exc) else f"fold file {path}: {exc}"
+                        ) from None
     assign: dict[str, int] = {}
     lists = all(isinstance(v, list) for v in raw.values())
     pairs = ([(g, k) for k, gs in raw.items() for g in gs] if lists

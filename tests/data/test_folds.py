@@ -88,12 +88,12 @@ def test_user_fold_files(tmp_path):
 
 @pytest.mark.parametrize(("content", "message"), [
     ('{"0": ["spk0", "spk1"], "1": ["spk1", "spk2", "spk3"]}', "'spk1' is in two folds"),
-    ('{"spk0": 0, "spk1": 0, "spk1": 1, "spk2": 1, "spk3": 1}', "names 'spk1' twice"),
+    ('{"spk0": 0, "spk1": 0, "spk1": 1, "spk2": 1, "spk3": 1}', "'spk1' appears twice"),
     ('{"0": ["spk0", "spk1"], "1": ["spk2"]}', "group 'spk3' of the data has no fold"),
     ('{"0": ["spk0", "spk1", "spk9"], "1": ["spk2", "spk3"]}', "'spk9' is not in the data"),
     ('{"spk0": 0, "spk1": 0, "spk2": 5, "spk3": 1}', "'spk2' has fold 5, outside 0..1"),
     ('{"spk0": 0, "spk1": 0, "spk2": 0, "spk3": 0}', "fold 1 has no group"),
-    ("[1, 2]", "expected a JSON object"),
+    ("[1, 2]", "expected a mapping"),
     ("{not json", "folds.json"),
 ])
 def test_bad_user_fold_file_names_the_culprit(tmp_path, content, message):
