@@ -5,35 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from nasspeech.plots._common import plt, save
+from nasspeech.plots.alphas import stack_history
 
 BetaHistory = Sequence[Mapping[str, Sequence[float]]]
-
-
-def _stack(history: BetaHistory) -> dict[str, np.ndarray]:
-    """edge set -> array (epochs, edges); checks every epoch has the same sets and lengths."""
-    if len(history) == 0:
-        raise ValueError("beta history is empty: no epoch was recorded")
-    keys = list(history[0])
-    if not keys:
-        raise ValueError("beta history epoch 1 holds no edge set")
-    out = {}
-    for key in keys:
-        rows = []
-        for e, record in enumerate(history, start=1):
-            if set(record) != set(keys):
-                raise ValueError(f"beta history epoch {e} has edge sets {sorted(record)}, "
-                                 f"epoch 1 has {sorted(keys)}")
-            w = np.asarray(record[key], dtype=float)
-            if w.ndim != 1 or w.size == 0 or (rows and w.shape != rows[0].shape):
-                raise ValueError(f"edge set {key!r} in epoch {e} must be a list of "
-                                 f"{rows[0].size if rows else 'one or more'} edge weights, "
-                                 f"got shape {w.shape}")
-            rows.append(w)
-        out[key] = np.stack(rows)
-    return out
 
 
 def plot_beta_history(history: BetaHistory, path: str | Path,
@@ -42,7 +17,7 @@ def plot_beta_history(history: BetaHistory, path: str | Path,
     """One heat map per alpha set with edge normalisation (y = edge, x = epoch): each edge's
     share of its node. ``history`` is one dict per epoch: set -> [weight per edge];
     ``edge_labels`` maps set -> edge names (``edge 0..`` without it)."""
-    stacked = _stack(history)
+    stacked = stack_history(history, "beta", 1, "list of edge weights")
     fig, axes = plt.subplots(len(stacked), 1, squeeze=False,
                              figsize=(8, sum(max(2.0, 0.3 * w.shape[1] + 1.0)
                                              for w in stacked.values())))
@@ -51,7 +26,7 @@ def plot_beta_history(history: BetaHistory, path: str | Path,
         labels = list(edge_labels[key]) if edge_labels and key in edge_labels else \
             [f"edge {i}" for i in range(edges)]
         if len(labels) != edges:
-            raise ValueError(f"edge set {key!r} has {edges} edges but edge_labels[{key!r}] "
+            raise ValueError(f"alpha set {key!r} has {edges} edges but edge_labels[{key!r}] "
                              f"lists {len(labels)}")
         im = ax.imshow(w.T, aspect="auto", cmap="viridis", interpolation="nearest", vmin=0.0,
                        vmax=1.0, extent=(0.5, epochs + 0.5, edges - 0.5, -0.5))

@@ -94,8 +94,8 @@ CASES = [
          r"cannot resume .*no PC-DARTS edge weights \(beta\) for component 'cnn'.*--restart"),
     Case("plot_empty_beta_history", plot([]), r"beta history is empty", ValueError),
     Case("plot_beta_history_matrix", plot([{"cnn.normal": [[0.5, 0.5]]}]),
-         r"edge set 'cnn\.normal' in epoch 1 must be a list of .*edge weights, got shape "
-         r"\(1, 2\)", ValueError),
+         r"alpha set 'cnn\.normal' in epoch 1 must be a non-empty list of edge weights, got "
+         r"shape \(1, 2\)", ValueError),
 ]
 
 

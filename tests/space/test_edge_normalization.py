@@ -362,5 +362,5 @@ def test_plot_beta_history_draws_each_set(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     bad = copy.deepcopy(history)
     bad[1]["cnn.normal"].append(0.0)
-    with pytest.raises(ValueError, match="'cnn.normal' in epoch 2 must be a list of 5"):
+    with pytest.raises(ValueError, match=r"'cnn.normal' changes shape from \(5,\) to \(6,\)"):
         plot_beta_history(bad, tmp_path / "c.png")
