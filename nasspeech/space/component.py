@@ -42,10 +42,9 @@ class _Component(nn.Module):
         for cell in self.cells:
             if weights is None:
                 s0, s1 = s1, cell(s0, s1)
-            elif edge_weights is None:
-                s0, s1 = s1, cell(s0, s1, weights[cell.kind])
             else:
-                s0, s1 = s1, cell(s0, s1, weights[cell.kind], edge_weights[cell.kind])
+                s0, s1 = s1, cell(s0, s1, weights[cell.kind],
+                                  edge_weights[cell.kind] if edge_weights else None)
         return s1
 
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from nasspeech.genotype import CellGenotype, ComponentGenotype, Edge, Genotype, GenotypeError
-from nasspeech.genotype import GenotypeWarning
+from nasspeech.genotype import (
+    CellGenotype,
+    ComponentGenotype,
+    Edge,
+    Genotype,
+    GenotypeError,
+    GenotypeWarning,
+)
 from nasspeech.registry import get_family, get_op, warn_once
 from nasspeech.space.auxiliary import MIN_SIZE as AUX_MIN_SIZE
 from nasspeech.space.auxiliary import AuxiliaryHead
 from nasspeech.space.component import DerivedComponent
 from nasspeech.space.component_chain import ComponentChain
-from nasspeech.space.component_config import ComponentConfig
-from nasspeech.space.component_config import SpaceSpec
+from nasspeech.space.component_config import ComponentConfig, SpaceSpec
 from nasspeech.space.limits import MAX_CELLS, MAX_CHANNELS, short
 from nasspeech.space.size import check_size, derived_size
 

@@ -146,7 +146,7 @@ def test_exported_model_reproduces_the_test_result(trained, aux_run):
     from nasspeech.search import predict
     from nasspeech.workflow.datasets import eval_stream
 
-    _, config, data = aux_run
+    data = aux_run[2]
     model = load_trained(trained.run_dir)  # strict load: no head in the file or the model
     assert getattr(model.module, "auxiliary", None) is None
     pred, true = predict(model.module, eval_stream(data.x, data.y, data.fold(0).test, 16))
