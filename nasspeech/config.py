@@ -124,6 +124,16 @@ class TrainConfig(_Optimisation):
         description="what the model is retrained on: the fold's training split (the paper's "
                     "protocol) or its search and training splits together (DARTS practice); "
                     "never the test speakers")
+    auxiliary_weight: float = Field(
+        default=0.0, ge=0.0, strict=True,  # `true` is no weight
+        description="DARTS's auxiliary head (searched models with a cnn component): its loss "
+                    "times this is added to the training loss (DARTS: 0.4; 0: no head); "
+                    "testing, model.pt and params leave the head out")
+
+
+def auxiliary_error(weight: float, problem: object) -> str:
+    """The message for an auxiliary head that has no place in the model it would train."""
+    return f"train.auxiliary_weight {weight}: {problem}; set it to 0 to train without the head"
 
 
 def _non_finite(value: Any, where: str = "") -> Iterator[str]:
@@ -192,6 +202,13 @@ class RunConfig(_Section):
             raise ValueError(
                 f"space.input_shape {list(self.space.input_shape)} does not match the features "
                 f"{list(features)} (1 x data.features.n_mfcc x data.features.frames)")
+        if self.train.auxiliary_weight:  # before a search that the retraining cannot use
+            from nasspeech.space.derived import check_auxiliary
+
+            try:
+                check_auxiliary(self.space, self.train.overrides)
+            except ValueError as exc:
+                raise ValueError(auxiliary_error(self.train.auxiliary_weight, exc)) from None
         return self
 
     @classmethod

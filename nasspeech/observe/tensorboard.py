@@ -8,7 +8,8 @@ directory shows every fold's search, retrain and baseline as runs of one board. 
 * search: ``loss/train``, ``loss/alpha``, ``accuracy/train``, ``accuracy/val`` and ``ua/val``
   (on the alpha half of the search set), ``lr/weights``, ``lr/alphas``, the softmax weight of
   every op on every edge (``alphas/<comp>.<kind>/node<j>_from<i>/<op>``) and its mean over the
-  edges (``alpha_mean/...``), the collapse guard's measures (``collapse/...``), the derived
+  edges (``alpha_mean/...``), with edge normalisation (PC-DARTS) each edge's share of its node
+  (``betas/<comp>.<kind>/node<j>_from<i>``), the collapse guard's measures (``collapse/...``), the derived
   genotype as an image (``genotype``, the cell plot of ``genotype.png``) and as JSON text;
   a Custom Scalars layout draws each edge's ops in one chart;
 * retrain: ``loss/train``, ``accuracy/train``, ``lr/weights``; at the end ``test/ua`` and
@@ -58,6 +59,8 @@ class TensorBoardLog:
         self.title = config.name
         self.sets = {f"{c.name}.{kind}": (list(c.ops), edge_names(c.nodes))
                      for c in config.space.components for kind in c.cell_kinds()}
+        self.beta_sets = [f"{c.name}.{kind}" for c in config.space.components
+                          if c.uses_edge_normalization() for kind in c.cell_kinds()]
         self._warned = False  # a genotype plot failure is reported once
         self._layout_written = False
 
@@ -72,10 +75,12 @@ class TensorBoardLog:
 
     # -- search ---------------------------------------------------------------------------
     def search_epoch(self, record: Mapping[str, Any], alphas: Mapping[str, Sequence],
-                     genotype: Any, pred: Any, true: Any, alpha_lr: float) -> None:
+                     genotype: Any, pred: Any, true: Any, alpha_lr: float,
+                     betas: Mapping[str, Sequence[float]] | None = None) -> None:
         """One search epoch: its ``log.jsonl`` record, the alpha softmax per set
         (``{set: [[weight per op] per edge]}``), the derived genotype, the predictions on the
-        alpha part of the search set, and the alphas' learning rate."""
+        alpha part of the search set, the alphas' learning rate and, with edge normalisation,
+        each edge's share of its node (``{set: [weight per edge]}``)."""
         from nasspeech.metrics import classification_report
 
         step = int(record["epoch"])
@@ -103,6 +108,9 @@ class TensorBoardLog:
                 if column:
                     self.writer.add_scalar(f"alpha_mean/{name}/{op}",
                                            sum(column) / len(column), step)
+        for name, weights in (betas or {}).items():
+            for edge, w in zip(self.sets.get(name, ([], []))[1], weights):
+                self.writer.add_scalar(f"betas/{name}/{edge}", float(w), step)
         if record.get("warnings"):
             self.writer.add_text("collapse/warnings", "\n\n".join(record["warnings"]), step)
         self._genotype(genotype, step)
@@ -127,6 +135,8 @@ class TensorBoardLog:
             charts = {"mean over edges": ["Multiline", [rf"^alpha_mean/{re.escape(name)}/"]]}
             for edge in edges:
                 charts[edge] = ["Multiline", [rf"^alphas/{re.escape(name)}/{edge}/"]]
+            if name in self.beta_sets:
+                charts["edge shares (beta)"] = ["Multiline", [rf"^betas/{re.escape(name)}/"]]
             layout[f"alphas {name}"] = charts
         self.writer.add_custom_scalars(layout)
         self._layout_written = True

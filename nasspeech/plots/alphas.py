@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,24 +13,26 @@ from nasspeech.plots._common import plt, save
 AlphaHistory = Sequence[Mapping[str, Sequence[Sequence[float]]]]
 
 
-def _stack(history: AlphaHistory) -> dict[str, np.ndarray]:
-    """alpha set -> array (epochs, edges, ops); checks every epoch has the same sets/shapes."""
+def stack_history(history: Sequence[Mapping[str, Any]], what: str = "alpha", ndim: int = 2,
+                  form: str = "[edges][ops] matrix") -> dict[str, np.ndarray]:
+    """alpha set -> array (epochs, edges, ops) (``ndim`` 2; the beta history: 1, (epochs,
+    edges)); checks every epoch has the same sets/shapes."""
     if len(history) == 0:
-        raise ValueError("alpha history is empty: no epoch was recorded")
+        raise ValueError(f"{what} history is empty: no epoch was recorded")
     keys = list(history[0])
     if not keys:
-        raise ValueError("alpha history epoch 1 holds no alpha set")
+        raise ValueError(f"{what} history epoch 1 holds no alpha set")
     out = {}
     for key in keys:
         epochs = []
         for e, record in enumerate(history, start=1):
             if set(record) != set(keys):
-                raise ValueError(f"alpha history epoch {e} has alpha sets {sorted(record)}, "
+                raise ValueError(f"{what} history epoch {e} has alpha sets {sorted(record)}, "
                                  f"epoch 1 has {sorted(keys)}")
             w = np.asarray(record[key], dtype=float)
-            if w.ndim != 2 or w.size == 0:
+            if w.ndim != ndim or w.size == 0:
                 raise ValueError(f"alpha set {key!r} in epoch {e} must be a non-empty "
-                                 f"[edges][ops] matrix, got shape {w.shape}")
+                                 f"{form}, got shape {w.shape}")
             if epochs and w.shape != epochs[0].shape:
                 raise ValueError(f"alpha set {key!r} changes shape from {epochs[0].shape} "
                                  f"to {w.shape} in epoch {e}")
@@ -60,7 +63,7 @@ def plot_alpha_history(history: AlphaHistory, path: str | Path,
     the mean weight of each op over the edges (y = op, x = epoch). Right panel: the final
     epoch's weight per edge (y = op, x = edge). ``op_names`` maps alpha set -> op names
     (``op 0..`` without it)."""
-    stacked = _stack(history)
+    stacked = stack_history(history)
     rows = [(key, w, _names(key, w.shape[2], op_names)) for key, w in stacked.items()]
     height = sum(max(2.0, 0.32 * len(n) + 1.0) for _, _, n in rows)
     fig, axes = plt.subplots(len(rows), 2, figsize=(13, height), squeeze=False,

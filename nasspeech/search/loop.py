@@ -25,6 +25,7 @@ class StepResult:
     correct: int
     count: int
     alpha_loss: float | None = None
+    aux_loss: float | None = None
 
 
 def _check_finite(loss: torch.Tensor, where: str) -> None:
@@ -52,19 +53,32 @@ def weight_step(
     batch: Batch,
     grad_clip: float | None = 5.0,
     params: list[torch.Tensor] | None = None,
+    aux_weight: float = 0.0,
 ) -> StepResult:
-    """One optimiser step on ``batch`` with gradient-norm clipping over ``params``."""
+    """One optimiser step on ``batch`` with gradient-norm clipping over ``params``.
+
+    ``aux_weight`` > 0 adds that times the loss of the model's auxiliary logits
+    (``model.aux_logits``, DARTS's auxiliary head) to the loss; ``loss`` reports the main one."""
     x, y = batch
     optimizer.zero_grad(set_to_none=True)
     logits = model(x)
     loss = F.cross_entropy(logits, y)
-    _check_finite(loss, "training")
-    loss.backward()
+    total, aux_loss = loss, None
+    if aux_weight:
+        aux_logits = getattr(model, "aux_logits", None)
+        if aux_logits is None:
+            raise ValueError("aux_weight is set but the model left no auxiliary logits "
+                             "(build it with its auxiliary head, in training mode)")
+        aux_loss = F.cross_entropy(aux_logits, y)
+        total = loss + aux_weight * aux_loss
+    _check_finite(total, "training")
+    total.backward()
     if grad_clip:
         nn.utils.clip_grad_norm_(params if params is not None else model.parameters(), grad_clip)
     optimizer.step()
     correct = int((logits.detach().argmax(dim=1) == y).sum())
-    return StepResult(float(loss.detach()), correct, int(y.numel()))
+    return StepResult(float(loss.detach()), correct, int(y.numel()),
+                      aux_loss=None if aux_loss is None else float(aux_loss.detach()))
 
 
 def search_step(

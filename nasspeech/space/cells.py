@@ -20,6 +20,13 @@ def edge_count(nodes: int) -> int:
     return sum(2 + j for j in range(nodes))
 
 
+def node_softmax(beta: torch.Tensor, nodes: int) -> torch.Tensor:
+    """PC-DARTS edge normalisation: the softmax of ``beta`` (one value per edge, edges
+    numbered node by node) over each node's incoming edges."""
+    parts = torch.split(beta, [2 + j for j in range(nodes)], dim=-1)
+    return torch.cat([torch.softmax(p, dim=-1) for p in parts], dim=-1)
+
+
 class _CellIO(nn.Module):
     """Input preprocessing and output concatenation shared by both cell kinds."""
 
@@ -74,12 +81,17 @@ class SearchCell(_CellIO):
             for source in range(2 + j)
         )
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``weights``: softmax(alpha) per edge; ``edge_weights`` (PC-DARTS, optional): each
+        edge's share of its node (:func:`node_softmax`), which scales the edge's output."""
+        shares = [None] * len(self.edges) if edge_weights is None else edge_weights
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.nodes):
             node = sum(
-                self.edges[offset + i](h, weights[offset + i]) for i, h in enumerate(states)
+                self.edges[offset + i](h, weights[offset + i], shares[offset + i])
+                for i, h in enumerate(states)
             )
             offset += len(states)
             states.append(node)

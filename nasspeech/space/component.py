@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasspeech.registry import Family, get_family, get_op
-from nasspeech.space.cells import DerivedCell, SearchCell, edge_count
+from nasspeech.space.cells import DerivedCell, SearchCell, edge_count, node_softmax
 from nasspeech.space.component_config import ComponentConfig
 from nasspeech.space.plan import CellSlot, cell_plan, output_shape
 
@@ -36,18 +36,22 @@ class _Component(nn.Module):
         _check_input(cfg, self.layout, in_shape)
         self.in_shape = tuple(in_shape)
 
-    def _run_cells(self, x: torch.Tensor, weights: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    def _run_cells(self, x: torch.Tensor, weights: dict[str, torch.Tensor] | None,
+                   edge_weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         s0 = s1 = self.stem(self.layout.prepare_input(x))
         for cell in self.cells:
             if weights is None:
                 s0, s1 = s1, cell(s0, s1)
             else:
-                s0, s1 = s1, cell(s0, s1, weights[cell.kind])
+                s0, s1 = s1, cell(s0, s1, weights[cell.kind],
+                                  edge_weights[cell.kind] if edge_weights else None)
         return s1
 
 
 class SearchComponent(_Component):
-    """A component of search cells, with its alphas as ``self.alphas[kind]``."""
+    """A component of search cells, with its alphas as ``self.alphas[kind]`` (edges x ops)
+    and, with edge normalisation (PC-DARTS), one beta per edge as ``self.betas[kind]``
+    (empty without it)."""
 
     def __init__(self, cfg: ComponentConfig, in_shape: tuple[int, ...]) -> None:
         super().__init__(cfg, in_shape)
@@ -70,10 +74,26 @@ class SearchComponent(_Component):
         self.alphas = nn.ParameterDict(
             {kind: nn.Parameter(1e-3 * torch.randn(n_edges, len(ops))) for kind in cfg.cell_kinds()}
         )
+        # drawn after the alphas: without edge normalisation the random stream is unchanged
+        self.betas = nn.ParameterDict(
+            {kind: nn.Parameter(1e-3 * torch.randn(n_edges)) for kind in cfg.cell_kinds()}
+            if cfg.uses_edge_normalization() else {}
+        )
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The alphas, then the betas (if any), in cell-kind order."""
+        return [*self.alphas.values(), *self.betas.values()]
+
+    def edge_weights(self) -> dict[str, torch.Tensor] | None:
+        """Per cell kind, each edge's share of its node (softmax of beta over the node's
+        edges); None without edge normalisation."""
+        if not len(self.betas):
+            return None
+        return {kind: node_softmax(beta, self.cfg.nodes) for kind, beta in self.betas.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {kind: F.softmax(alpha, dim=-1) for kind, alpha in self.alphas.items()}
-        return self._run_cells(x, weights)
+        return self._run_cells(x, weights, self.edge_weights())
 
 
 class DerivedComponent(_Component):

@@ -84,6 +84,12 @@ class ComponentConfig(BaseModel):
         1, limits.MAX_CHANNELS, default=1,
         description="PC-DARTS: mixed ops see 1/K of the channels (1 = off)",
     )
+    edge_normalization: bool | None = Field(
+        default=None, strict=True,
+        description="PC-DARTS edge normalisation: a searched weight beta per incoming edge of "
+        "each node (softmax over the node's edges), used in derivation too; null: on when "
+        "partial_channels > 1",
+    )
     search_bn_affine: bool = Field(
         default=False, strict=True,
         description="keep the affine parameters of BatchNorm layers inside candidate ops "
@@ -176,6 +182,13 @@ class ComponentConfig(BaseModel):
                 f"component needs at least {family.min_channels}{why}"
             )
         return self
+
+    def uses_edge_normalization(self) -> bool:
+        """Whether the supernet has PC-DARTS edge weights (beta): ``edge_normalization``, or
+        by default whether ``partial_channels`` > 1."""
+        if self.edge_normalization is None:
+            return self.partial_channels > 1
+        return self.edge_normalization
 
     def reduction_cells(self) -> list[int]:
         """Indices of the reduction cells (none for families without them)."""

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from nasspeech.genotype import Genotype, GenotypeError, GenotypeWarning
-from nasspeech.registry import get_family, warn_once
+from nasspeech.genotype import (
+    CellGenotype,
+    ComponentGenotype,
+    Edge,
+    Genotype,
+    GenotypeError,
+    GenotypeWarning,
+)
+from nasspeech.registry import get_family, get_op, warn_once
 from nasspeech.space.auxiliary import MIN_SIZE as AUX_MIN_SIZE
 from nasspeech.space.auxiliary import AuxiliaryHead
 from nasspeech.space.component import DerivedComponent
 from nasspeech.space.component_chain import ComponentChain
-from nasspeech.space.component_config import ComponentConfig
-from nasspeech.space.component_config import SpaceSpec
+from nasspeech.space.component_config import ComponentConfig, SpaceSpec
 from nasspeech.space.limits import MAX_CELLS, MAX_CHANNELS, short
 from nasspeech.space.size import check_size, derived_size
 
@@ -97,12 +103,36 @@ def check_overrides(space: SpaceSpec,
     return overrides
 
 
+def check_auxiliary(space: SpaceSpec, overrides: dict[str, dict[str, int]] | None = None
+                    ) -> None:
+    """Raise ``ValueError`` if DARTS's auxiliary head has no place in the models ``space``
+    derives (with ``overrides``; see :meth:`DerivedModel.attach_auxiliary`). The place depends
+    on the cells and reductions, not on the ops, so any genotype shows it: one built from the
+    space is derived on the meta device (nothing is allocated)."""
+    components = []
+    for cfg in space.components:
+        op = next(name for name in cfg.ops if not get_op(cfg.family, name).is_zero)
+        cell = CellGenotype(nodes=[[Edge(source=0, op=op)] for _ in range(cfg.nodes)],
+                            concat=list(range(2, 2 + cfg.nodes)))
+        components.append(ComponentGenotype(name=cfg.name, family=cfg.family,
+                                            cells={kind: cell for kind in cfg.cell_kinds()}))
+    with torch.device("meta"):
+        try:
+            model = DerivedModel(space, Genotype(space=space.name, components=components),
+                                 overrides)
+        except (KeyError, ValueError):
+            return  # bad overrides or sizes: building the real model reports them
+        model.attach_auxiliary()
+
+
 class DerivedModel(ComponentChain):
     """The network of a genotype; ``overrides`` change a component's ``channels``/``cells``.
 
     ``auxiliary=True`` adds DARTS's auxiliary head (:class:`AuxiliaryHead`) after cell
     ``2 * cells // 3`` of the first cnn component: in training mode every forward pass leaves
-    its logits in ``model.aux_logits`` (``None`` in eval mode), for a weighted extra loss.
+    its logits in ``model.aux_logits`` (``None`` in eval mode), for a weighted extra loss. The
+    forward pass returns the main logits either way; :meth:`remove_auxiliary` drops the head
+    (the model as tested and exported).
     """
 
     def __init__(
@@ -132,10 +162,15 @@ class DerivedModel(ComponentChain):
         self.set_drop_path(drop_path)
         self.auxiliary: AuxiliaryHead | None = None
         self.aux_logits: torch.Tensor | None = None
+        self._aux_hook: torch.utils.hooks.RemovableHandle | None = None
         if auxiliary:
-            self._attach_auxiliary()
+            self.attach_auxiliary()
 
-    def _attach_auxiliary(self) -> None:
+    def attach_auxiliary(self) -> None:
+        """Add the auxiliary head; ``ValueError`` if the space has no cnn component or its
+        maps are below :data:`AUX_MIN_SIZE` at the head's cell."""
+        if self.auxiliary is not None:
+            return
         comp = next((c for c in self.components.values() if c.layout.auxiliary), None)
         if comp is None:
             raise ValueError("the auxiliary head needs a cnn component; this space has none")
@@ -150,7 +185,13 @@ class DerivedModel(ComponentChain):
                 f"feature maps of at least {AUX_MIN_SIZE}x{AUX_MIN_SIZE}, they are {h}x{w}")
         cell = comp.cells[index]
         self.auxiliary = AuxiliaryHead(cell.out_channels, self.space.num_classes)
-        cell.register_forward_hook(self._auxiliary_hook)
+        self._aux_hook = cell.register_forward_hook(self._auxiliary_hook)
+
+    def remove_auxiliary(self) -> None:
+        """Drop the auxiliary head and its hook (its parameters leave ``state_dict``)."""
+        if self._aux_hook is not None:
+            self._aux_hook.remove()
+        self.auxiliary, self._aux_hook, self.aux_logits = None, None, None
 
     def _auxiliary_hook(self, module: torch.nn.Module, args: object, out: torch.Tensor) -> None:
         self.aux_logits = self.auxiliary(out) if self.training else None

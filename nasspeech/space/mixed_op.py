@@ -88,8 +88,15 @@ class MixedOp(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | float:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor,
+                edge_weight: torch.Tensor | None = None) -> torch.Tensor | float:
+        """``weights``: one per op (softmax of the edge's alphas). ``edge_weight`` (PC-DARTS
+        edge normalisation): the edge's share of its node, scaling the whole output; it is
+        folded into the op weights and the bypassed channels, so no full-width product is
+        kept for the backward pass."""
         dim = self.layout.channel_dim
+        if edge_weight is not None:
+            weights = weights * edge_weight
         if self.partial > 1:
             width = x.shape[dim] // self.partial
             x, rest = torch.split(x, [width, x.shape[dim] - width], dim=dim)
@@ -100,6 +107,8 @@ class MixedOp(nn.Module):
         if self.partial > 1:
             if self.skip_path is not None:
                 rest = self.skip_path(rest)
+            if edge_weight is not None:
+                rest = rest * edge_weight
             out = channel_shuffle(torch.cat([out, rest], dim=dim), self.partial, dim)
         return out
 

@@ -19,8 +19,9 @@ class Supernet(ComponentChain):
         super().__init__(space, SearchComponent)
 
     def alpha_parameters(self) -> list[torch.nn.Parameter]:
-        """The architecture parameters (alphas) of every component, in a fixed order."""
-        return [a for comp in self.components.values() for a in comp.alphas.values()]
+        """The architecture parameters of every component, in a fixed order: its alphas, then
+        its PC-DARTS edge weights (betas) where edge normalisation is on."""
+        return [a for comp in self.components.values() for a in comp.arch_parameters()]
 
     def named_alphas(self) -> dict[str, torch.nn.Parameter]:
         return {
@@ -34,20 +35,39 @@ class Supernet(ComponentChain):
         alpha_ids = {id(a) for a in self.alpha_parameters()}
         return [p for p in self.parameters() if id(p) not in alpha_ids]
 
+    def named_betas(self) -> dict[str, torch.nn.Parameter]:
+        """The PC-DARTS edge weights, ``{"cnn.normal": beta, ...}`` (one value per edge); only
+        components with edge normalisation have them."""
+        return {
+            f"{name}.{kind}": b
+            for name, comp in self.components.items()
+            for kind, b in comp.betas.items()
+        }
+
     def alpha_softmax(self) -> dict[str, torch.Tensor]:
         return {k: F.softmax(a.detach(), dim=-1).cpu() for k, a in self.named_alphas().items()}
 
+    @torch.no_grad()
+    def beta_softmax(self) -> dict[str, torch.Tensor]:
+        """Per alpha set with edge normalisation: each edge's share of its node."""
+        return {
+            f"{name}.{kind}": w.detach().cpu()
+            for name, comp in self.components.items()
+            for kind, w in (comp.edge_weights() or {}).items()
+        }
+
     def genotype(self) -> Genotype:
         """Per node, the top-k incoming edges (k = the component's ``top_k``), each with its
-        strongest op other than ``none``."""
-        comps = []
+        strongest op other than ``none``; with edge normalisation an edge's strength is its
+        share of the node times that op's weight (PC-DARTS)."""
+        comps, edge_weights = [], self.beta_softmax()
         for name, comp in self.components.items():
             cfg: ComponentConfig = comp.cfg
             cells = {
                 kind: parse_cell(F.softmax(alpha.detach(), dim=-1).cpu(), cfg.ops, cfg.nodes,
-                                 cfg.top_k, [get_op(cfg.family, n).is_zero for n in cfg.ops])
+                                 cfg.top_k, [get_op(cfg.family, n).is_zero for n in cfg.ops],
+                                 edge_weights.get(f"{name}.{kind}"))
                 for kind, alpha in comp.alphas.items()
             }
             comps.append(ComponentGenotype(name=name, family=cfg.family, cells=cells))
         return Genotype(space=self.space.name, components=comps)
-

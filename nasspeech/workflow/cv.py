@@ -15,7 +15,7 @@ from nasspeech.io import atomic_write
 from nasspeech.workflow.datasets import RunData
 from nasspeech.workflow.rundir import open_run_dir, write_json
 from nasspeech.workflow.search import run_search
-from nasspeech.workflow.train import check_model_name, run_train
+from nasspeech.workflow.train import check_model_name, run_train, without_auxiliary
 
 
 @dataclass
@@ -63,9 +63,9 @@ def _cv(config: RunConfig, data: RunData, run_dir: Path, folds: list[int],
                             genotype=search.genotype, model_name="searched", progress=progress,
                             resume=resume)
         searched.append(trained.metrics)
-        for name in baselines:
-            res = run_train(config, data, k, run_dir / f"fold_{k}" / name, model_name=name,
-                            progress=progress, resume=resume)
+        for name in baselines:  # no auxiliary head: it belongs to searched models
+            res = run_train(without_auxiliary(config), data, k, run_dir / f"fold_{k}" / name,
+                            model_name=name, progress=progress, resume=resume)
             result.per_model.setdefault(name, []).append(res.metrics)
     result.per_model = {"searched": searched, **result.per_model}
     sections = []

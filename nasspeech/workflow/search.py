@@ -2,8 +2,9 @@
 
 Weights are trained on a seeded part of the search set and the alphas on the rest
 (``search.alpha_fraction``), with the step of :func:`nasspeech.search.recipe.build_search`.
-Every epoch writes the genotype, the alpha softmax history, a JSONL record and an atomic
-checkpoint, so an interrupted search resumes exactly.
+Every epoch writes the genotype, the alpha softmax history (and the PC-DARTS edge weights where
+a component has edge normalisation), a JSONL record and an atomic checkpoint, so an
+interrupted search resumes exactly.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -45,6 +47,8 @@ class SearchResult:
     epochs_run: int
     stopped: str | None
     alpha_history: list[dict[str, list[list[float]]]]
+    #: per epoch, each edge's share of its node (components with edge normalisation only)
+    beta_history: list[dict[str, list[float]]] = field(default_factory=list)
 
 
 def run_search(
@@ -86,12 +90,14 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
     guard = CollapseGuard(sc.collapse)
 
     history: list[dict[str, list[list[float]]]] = []
+    beta_history: list[dict[str, list[float]]] = []
     start, stopped, changes = 0, None, {}
     ckpt = None
     if resume:
         ckpt, changes = resume_point(run_dir, "search", fold, config.model_dump(mode="json"),
                                      SEARCH_FIXED, device)
     if ckpt is not None:
+        _check_betas(run_dir, model, ckpt["model"])
         model.load_state_dict(ckpt["model"])
         w_opt.load_state_dict(ckpt["w_optimizer"])
         architect.optimizer.load_state_dict(ckpt["alpha_optimizer"])
@@ -100,9 +106,11 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
         set_hyper(architect.optimizer, lr=sc.alpha_lr, betas=tuple(sc.alpha_betas),
                   weight_decay=sc.alpha_weight_decay)
         history, start, stopped = ckpt["alpha_history"], ckpt["epoch"], ckpt.get("stopped")
+        beta_history = ckpt.get("beta_history", [])
         set_rng_state(ckpt["rng"])
     if (stopped or start >= sc.epochs) and (run_dir / "genotype.json").is_file():
-        return SearchResult(run_dir, model.genotype(), len(history), stopped, history)  # done
+        return SearchResult(run_dir, model.genotype(), len(history), stopped, history,  # done
+                            beta_history)
     if not start:
         write_json(run_dir / "fold.json", {
             "fold": fold, "search_weights": len(w_idx), "search_alphas": len(a_idx),
@@ -143,6 +151,9 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
             atomic_write(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json", genotype.to_json())
             softmax = model.alpha_softmax()
             history.append({k: v.tolist() for k, v in softmax.items()})
+            betas = {k: v.tolist() for k, v in model.beta_softmax().items()}
+            if betas:
+                beta_history.append(betas)
             with amp:
                 pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
             report = guard.check(genotype, epoch, softmax)
@@ -158,16 +169,18 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                 **({"config_changes": changes} if changes else {})})
             changes = {}  # logged with the first epoch after the resume
             write_json(run_dir / "alpha_history.json", history)
+            if betas:
+                write_json(run_dir / "beta_history.json", beta_history)
             if tb is not None:  # the epoch's record, alphas and genotype to TensorBoard
                 tb.search_epoch(log.records()[-1], history[-1], genotype, pred, true,
-                                architect.optimizer.param_groups[0]["lr"])
+                                architect.optimizer.param_groups[0]["lr"], betas)
             stopped = report.stop
             save_checkpoint(run_dir / CHECKPOINT, {
                 "kind": "search", "epoch": epoch + 1, "fold": fold,
                 "config": config.model_dump(mode="json"), "model": model.state_dict(),
                 "w_optimizer": w_opt.state_dict(),
                 "alpha_optimizer": architect.optimizer.state_dict(),
-                "alpha_history": history, "stopped": stopped})
+                "alpha_history": history, "beta_history": beta_history, "stopped": stopped})
             if stopped:
                 tqdm.write(stopped, file=sys.stderr)
                 break
@@ -184,8 +197,21 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
             tb.close()
     genotype = model.genotype()
     if len(history) >= sc.epochs or stopped:
-        finish_search(run_dir, genotype, history, config)
-    return SearchResult(run_dir, genotype, len(history), stopped, history)
+        finish_search(run_dir, genotype, history, config, beta_history)
+    return SearchResult(run_dir, genotype, len(history), stopped, history, beta_history)
+
+
+def _check_betas(run_dir: Path, model: Any, state: dict) -> None:
+    """A checkpoint from before edge normalisation existed has no betas to restore."""
+    betas = {id(b) for b in model.named_betas().values()}
+    missing = [n for n, p in model.named_parameters() if id(p) in betas and n not in state]
+    if missing:
+        raise WorkflowError(
+            f"cannot resume {run_dir}: its checkpoint holds no PC-DARTS edge weights (beta) "
+            f"for component {missing[0].split('.')[1]!r}: it was written before edge "
+            "normalisation existed, which partial_channels > 1 now turns on; pass --restart "
+            "to search again with it, or finish the run with the nasspeech version that "
+            "started it")
 
 
 def _nan_message(exc: Exception, epoch: int, step: int, run_dir: Path) -> str:
@@ -196,8 +222,9 @@ def _nan_message(exc: Exception, epoch: int, step: int, run_dir: Path) -> str:
             "(changed optimisation settings are accepted)")
 
 
-def finish_search(run_dir: Path, genotype: Genotype, history: list, config: RunConfig) -> None:
-    """genotype.json, the cell plot and the alpha heat-map."""
+def finish_search(run_dir: Path, genotype: Genotype, history: list, config: RunConfig,
+                  beta_history: list | None = None) -> None:
+    """genotype.json, the cell plot, the alpha heat-map and (edge normalisation) the beta one."""
     atomic_write(run_dir / "genotype.json", genotype.to_json())
     try_plot("the genotype", lambda: genotype.plot(run_dir / "genotype.png",
                                                    title=f"{config.name}: searched cells"),
@@ -211,3 +238,13 @@ def finish_search(run_dir: Path, genotype: Genotype, history: list, config: RunC
         plot_alpha_history(history, run_dir / "alphas.png", op_names=op_names)
 
     try_plot("the alpha history", alphas, run_dir / "alphas.png")
+    if beta_history:
+        def betas() -> None:
+            from nasspeech.observe.tensorboard import edge_names
+            from nasspeech.plots import plot_beta_history
+
+            labels = {f"{c.name}.{kind}": edge_names(c.nodes)
+                      for c in config.space.components for kind in c.cell_kinds()}
+            plot_beta_history(beta_history, run_dir / "betas.png", edge_labels=labels)
+
+        try_plot("the beta history", betas, run_dir / "betas.png")

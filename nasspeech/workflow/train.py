@@ -1,6 +1,8 @@
 """``nasspeech train``: retrain a searched genotype (or a baseline) on a fold's training data
 (``train.data``) and test it on the fold's held-out speakers (UA, WA, parameters, confusion
-matrix). Checkpointed every epoch, so an interrupted run resumes."""
+matrix). Checkpointed every epoch, so an interrupted run resumes. With
+``train.auxiliary_weight`` > 0 a searched model trains with DARTS's auxiliary head, which the
+test, ``model.pt`` and the parameter count leave out."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nasspeech.config import RunConfig
+from nasspeech.config import RunConfig, auxiliary_error
 from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write, atomic_write_with
 from nasspeech.observe import TensorBoardLog
@@ -50,15 +52,28 @@ def check_model_name(name: str) -> None:
                             f"({', '.join(list_baselines())})")
 
 
-def build_model(config: RunConfig, genotype: Genotype | None, model: str) -> nn.Module:
-    """The derived model of ``genotype`` (``model="searched"``) or a named baseline."""
+def build_model(config: RunConfig, genotype: Genotype | None, model: str,
+                auxiliary: bool = False) -> nn.Module:
+    """The derived model of ``genotype`` (``model="searched"``) or a named baseline;
+    ``auxiliary``: with DARTS's auxiliary head (searched models only; a
+    :class:`WorkflowError` naming ``train.auxiliary_weight`` where it has no place)."""
     check_model_name(model)
     if model == "searched":
         if genotype is None:
             raise WorkflowError("training the searched model needs a genotype "
                                 "(genotype.json of a search)")
         tc = config.train
-        return config.space.derive(genotype, overrides=tc.overrides, drop_path=tc.drop_path)
+        derived = config.space.derive(genotype, overrides=tc.overrides, drop_path=tc.drop_path)
+        if auxiliary:
+            try:
+                derived.attach_auxiliary()
+            except ValueError as exc:
+                raise WorkflowError(auxiliary_error(tc.auxiliary_weight, exc)) from None
+        return derived
+    if auxiliary:
+        raise WorkflowError(auxiliary_error(
+            config.train.auxiliary_weight, f"baseline {model!r} has no place for DARTS's auxiliary head "
+            "(it follows a cell of a searched cnn component)"))
     from nasspeech.baselines import build_baseline
 
     try:
@@ -66,6 +81,12 @@ def build_model(config: RunConfig, genotype: Genotype | None, model: str) -> nn.
                               **config.train.baseline_options)
     except (TypeError, ValueError) as exc:
         raise WorkflowError(f"train.baseline_options: {exc}") from None
+
+
+def without_auxiliary(config: RunConfig) -> RunConfig:
+    """``config`` with ``train.auxiliary_weight`` 0 (a copy): how ``cv`` trains baselines."""
+    return config.model_copy(update={"train": config.train.model_copy(
+        update={"auxiliary_weight": 0.0})})
 
 
 def run_train(
@@ -87,7 +108,7 @@ def run_train(
     name = model_name or config.train.model
     data.fold(fold)  # bad input fails before the run directory exists
     seed_everything(config.seed + fold)
-    model = build_model(config, genotype, name)
+    model = build_model(config, genotype, name, auxiliary=config.train.auxiliary_weight > 0)
     with open_run_dir(out_dir, resume, restart) as run_dir, \
             use_threads(config.threads) as threads:
         return _train(config, data, fold, run_dir, model, genotype, name, progress, resume,
@@ -114,6 +135,7 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
         ckpt, changes = resume_point(run_dir, "train", fold, config.model_dump(mode="json"),
                                      TRAIN_FIXED, device, same=identity)
     if ckpt is not None:
+        _check_auxiliary(run_dir, model, ckpt["model"])
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         set_hyper(opt, momentum=tc.momentum, weight_decay=tc.weight_decay)  # the config's
@@ -136,20 +158,23 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
             lr = cosine_lr(epoch, tc.epochs, tc.lr, tc.lr_min)
             set_hyper(opt, lr=lr)
             model.train()
-            loss = correct = count = 0.0
+            loss = correct = count = aux_loss = 0.0
             for batch in stream.epoch(epoch):
                 try:
                     with amp:
-                        res = weight_step(model, opt, batch, tc.grad_clip)
+                        res = weight_step(model, opt, batch, tc.grad_clip,
+                                          aux_weight=tc.auxiliary_weight)
                 except NonFiniteLossError as exc:
                     raise WorkflowError(_nan_message(exc, epoch, run_dir)) from None
                 loss += res.loss * res.count
+                aux_loss += (res.aux_loss or 0.0) * res.count
                 correct, count = correct + res.correct, count + res.count
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{res.loss:.3f}")
             log.write({"epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
                        "train_acc": correct / count, **threads,
                        "seconds": round(time.perf_counter() - t0, 3),
+                       **({"train_aux_loss": aux_loss / count} if tc.auxiliary_weight else {}),
                        **({"config_changes": changes} if changes else {})})
             changes = {}  # logged with the first epoch after the resume
             save_checkpoint(run_dir / CHECKPOINT, {
@@ -162,6 +187,17 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
         bar.close()
     return TrainResult(run_dir, _evaluate(config, data, split, run_dir, model, name, log,
                                           len(indices), progress, tb))
+
+
+def _check_auxiliary(run_dir: Path, model: nn.Module, state: dict[str, Any]) -> None:
+    """The auxiliary head may not appear or vanish on a resume (its weight may change)."""
+    had = any(k.startswith("auxiliary.") for k in state)
+    if had != (getattr(model, "auxiliary", None) is not None):
+        raise WorkflowError(
+            f"cannot resume {run_dir}: it was started {'with' if had else 'without'} the "
+            f"auxiliary head, and train.auxiliary_weight is now "
+            f"{'0' if had else 'above 0'} (a changed non-zero weight is accepted); undo the "
+            "change, or pass --restart to start over")
 
 
 def _nan_message(exc: Exception, epoch: int, run_dir: Path) -> str:
@@ -184,11 +220,16 @@ def _evaluate(config: RunConfig, data: RunData, split: Any, run_dir: Path, model
         pred, true = predict(model, eval_stream(data.x.to(device), data.y.to(device),
                                                 split.test, config.train.batch_size))
     report = classification_report(true, pred, data.class_names)
+    head = getattr(model, "auxiliary", None)  # training only: out of params and model.pt
+    aux = {"auxiliary_weight": config.train.auxiliary_weight,
+           "auxiliary_params": count_parameters(head)} if head is not None else {}
+    if head is not None:
+        model.remove_auxiliary()
     metrics = {"model": name, "fold": split.index, "ua": report["ua"], "wa": report["wa"],
                "params": count_parameters(model), "n_test": report["n"], "n_train": n_train,
                "train_data": config.train.data,
                "per_class_recall": report["per_class_recall"], "confusion": report["confusion"],
-               "class_names": report["class_names"]}
+               "class_names": report["class_names"], **aux}
     if metrics["n_test"] != len(split.test):
         raise WorkflowError(f"evaluated {metrics['n_test']} of {len(split.test)} test samples")
     state = model.state_dict()
@@ -203,6 +244,9 @@ def _evaluate(config: RunConfig, data: RunData, split: Any, run_dir: Path, model
     try_plot("the training curves", lambda: plot_training_curves(
         log.records(), run_dir / "curves.png"), run_dir / "curves.png")
     if progress:
+        extra = (f" (+{metrics['auxiliary_params']:,} in the auxiliary head, training only)"
+                 if aux else "")
         print(f"{name} fold {split.index}: UA {metrics['ua']:.2%}  WA {metrics['wa']:.2%}  "
-              f"params {metrics['params']:,}  ({metrics['n_test']} test clips)", file=sys.stderr)
+              f"params {metrics['params']:,}{extra}  ({metrics['n_test']} test clips)",
+              file=sys.stderr)
     return metrics

@@ -93,7 +93,7 @@ def measure(space: Any, genotype: Any, overrides: dict[str, dict[str, int]],
                               else "derived", "parts": parts, "total": sum(parts.values())}
     if genotype is None:
         alphas = sum(a.numel() for a in model.alpha_parameters())
-        parts = {n: (v - sum(a.numel() for a in model.components[n].alphas.values())
+        parts = {n: (v - sum(a.numel() for a in model.components[n].arch_parameters())
                      if n in model.components else v) for n, v in parts.items()}
         result.update(parts=parts, total=sum(parts.values()), alphas=alphas)
     else:
