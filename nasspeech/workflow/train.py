@@ -157,6 +157,7 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
             t0 = time.perf_counter()
             lr = cosine_lr(epoch, tc.epochs, tc.lr, tc.lr_min)
             set_hyper(opt, lr=lr)
+            drop = _drop_path(model, tc.drop_path * epoch / tc.epochs)
             model.train()
             loss = correct = count = aux_loss = 0.0
             for batch in stream.epoch(epoch):
@@ -174,6 +175,7 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
             log.write({"epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
                        "train_acc": correct / count, **threads,
                        "seconds": round(time.perf_counter() - t0, 3),
+                       **({"drop_path": drop} if tc.drop_path else {}),
                        **({"train_aux_loss": aux_loss / count} if tc.auxiliary_weight else {}),
                        **({"config_changes": changes} if changes else {})})
             changes = {}  # logged with the first epoch after the resume
@@ -187,6 +189,14 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
         bar.close()
     return TrainResult(run_dir, _evaluate(config, data, split, run_dir, model, name, log,
                                           len(indices), progress, tb))
+
+
+def _drop_path(model: nn.Module, prob: float) -> float:
+    """DARTS's schedule: drop-path grows linearly from 0 (first epoch) towards
+    ``train.drop_path``; models without drop-path (baselines) are left alone."""
+    if hasattr(model, "set_drop_path"):
+        model.set_drop_path(prob)
+    return prob
 
 
 def _check_auxiliary(run_dir: Path, model: nn.Module, state: dict[str, Any]) -> None:
