@@ -197,8 +197,8 @@ def _nan_message(exc: Exception, epoch: int, step: int, run_dir: Path) -> str:
 
 
 def finish_search(run_dir: Path, genotype: Genotype, history: list, config: RunConfig) -> None:
-    """genotype.json, the cell plot and the alpha heat-map."""
-    atomic_write(run_dir / "genotype.json", genotype.to_json())
+    """The cell plot, the alpha heat-map, then genotype.json: written last, it marks the
+    search finished (a kill while plotting leaves a search that --resume finishes)."""
     try_plot("the genotype", lambda: genotype.plot(run_dir / "genotype.png",
                                                    title=f"{config.name}: searched cells"),
              run_dir / "genotype.png")
@@ -211,3 +211,4 @@ def finish_search(run_dir: Path, genotype: Genotype, history: list, config: RunC
         plot_alpha_history(history, run_dir / "alphas.png", op_names=op_names)
 
     try_plot("the alpha history", alphas, run_dir / "alphas.png")
+    atomic_write(run_dir / "genotype.json", genotype.to_json())
