@@ -207,8 +207,8 @@ class JobsFailedError(WorkflowError):
         outcomes = list(outcomes)
         bad = [o for o in outcomes if not o.ok]
         failed = [o for o in bad if o.error is not None]
-        lines = [f"{len(failed)} of {len(outcomes)} jobs failed (the finished ones are kept; "
-                 "fix the cause, then run again with --resume):"]
+        lines = [(f"{len(failed)} of {len(outcomes)} jobs failed (the finished ones are kept; "
+                  "fix the cause, then run again with --resume):")]
         lines += [f"  {o.job.key}: {o.error}" for o in failed]
         lines += [f"  {o.job.key}: skipped ({o.skipped})" for o in bad if o.skipped]
         super().__init__("\n".join(lines))

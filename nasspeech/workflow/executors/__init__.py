@@ -24,7 +24,7 @@ class Executor(Protocol):
     def prepare(self, config: RunConfig) -> RunConfig:
         """The config the jobs run with (e.g. the threads of a task)."""
 
-    def __enter__(self) -> Executor: ...
+    def __enter__(self) -> Executor: ...  # noqa: PYI034 - Self needs Python 3.11
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None: ...

@@ -141,7 +141,7 @@ class RayExecutor:
         return self.cpus_per_task or config.threads or 1
 
     # -- connecting ------------------------------------------------------------------------
-    def __enter__(self) -> RayExecutor:
+    def __enter__(self) -> RayExecutor:  # noqa: PYI034 - Self needs Python 3.11
         ray = require("ray", "ray", "--executor ray")
         if self.address is not None:
             check_reachable(self.address)

@@ -23,7 +23,7 @@ class SerialExecutor:
     def prepare(self, config: RunConfig) -> RunConfig:
         return config
 
-    def __enter__(self) -> SerialExecutor:
+    def __enter__(self) -> SerialExecutor:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
