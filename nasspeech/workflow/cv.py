@@ -18,6 +18,7 @@ from typing import Any
 from nasspeech.config import RunConfig
 from nasspeech.io import atomic_write
 from nasspeech.workflow.datasets import RunData
+from nasspeech.workflow.errors import WorkflowError
 from nasspeech.workflow.executors import Executor
 from nasspeech.workflow.jobs import SEARCHED, Job, Outcome, Plan, Scope, check_outcomes
 from nasspeech.workflow.rundir import open_run_dir, write_json
@@ -82,7 +83,7 @@ def write_results(scope: Scope, run_dir: Path, outcomes: dict[Job, Outcome]) -> 
     from nasspeech.reporting import comparison_table, results_table
 
     result = CVResult(run_dir)
-    for model in (SEARCHED, *scope.baselines):
+    for model in scope.models:
         result.per_model[model] = [outcomes[Job(scope.name, k, model)].value["metrics"]
                                    for k in scope.folds]
     sections = []
@@ -99,6 +100,20 @@ def write_results(scope: Scope, run_dir: Path, outcomes: dict[Job, Outcome]) -> 
     return result
 
 
+#: The folder (under a scopes run) of the baselines trained beside the scopes.
+BASELINES = "baselines"
+
+
+def _load_data(config: RunConfig, loaded: dict[str, RunData], progress: bool) -> RunData:
+    """The run data of ``config``, loaded once per distinct ``data:`` section."""
+    from nasspeech.workflow.datasets import load_run_data
+
+    key = json.dumps(config.data.model_dump(mode="json"), sort_keys=True)
+    if key not in loaded:
+        loaded[key] = load_run_data(config, progress=progress)
+    return loaded[key]
+
+
 def run_scopes(
     scope_configs: list[Path],
     out_dir: str | Path,
@@ -108,15 +123,29 @@ def run_scopes(
     restart: bool = False,
     threads: int | None = None,
     executor: Executor | None = None,
+    baselines: tuple[str, ...] = (),
+    baseline_config: RunConfig | None = None,
 ) -> tuple[list[dict[str, Any]], Path]:
     """Cross-validate each scope config (Table 6) and draw the Fig. 7 scatter
-    (``threads`` overrides each config's). All scopes' jobs go to ``executor`` at once."""
+    (``threads`` overrides each config's). ``baselines`` are trained once per fold with
+    ``baseline_config``, into ``out_dir/baselines``. All the jobs go to ``executor`` at once."""
     from nasspeech.plots import plot_scope_scatter
-    from nasspeech.workflow.datasets import load_run_data
 
     if not scope_configs:
         raise ValueError("no scope configs given")
+    names = [Path(path).stem for path in scope_configs]
+    if baselines:
+        if baseline_config is None:
+            raise ValueError("baselines need a baseline_config")
+        if BASELINES in names:
+            raise WorkflowError(f"a scope config named {BASELINES}.yaml would share its "
+                                "folder with the baselines; rename it")
+        for name in baselines:
+            check_model_name(name)
     configs = [RunConfig.load(path) for path in scope_configs]  # all valid before any runs
+    if baselines:
+        configs.append(baseline_config)
+        names.append(BASELINES)
     if threads is not None:
         configs = [c.model_copy(update={"threads": threads}) for c in configs]
     executor = _executor(executor)
@@ -124,23 +153,24 @@ def run_scopes(
         configs = [executor.prepare(c) for c in configs]
         run_dir = scope_dirs.enter_context(open_run_dir(out_dir, resume, restart))
         scopes, loaded = [], {}
-        for path, config in zip(scope_configs, configs):
-            key = json.dumps(config.data.model_dump(mode="json"), sort_keys=True)
-            if key not in loaded:  # scopes on the same data share it
-                loaded[key] = load_run_data(config, progress=progress)
-            data = loaded[key]
+        for name, config in zip(names, configs):
+            data = _load_data(config, loaded, progress)
             chosen = list(range(len(data.folds))) if folds is None else list(folds)
             for k in chosen:
                 data.fold(k)
-            scope_dir = scope_dirs.enter_context(
-                open_run_dir(run_dir / Path(path).stem, resume, False))
+            scope_dir = scope_dirs.enter_context(open_run_dir(run_dir / name, resume, False))
             config.save(scope_dir / "config.yaml")
-            scopes.append(Scope(Path(path).stem, config, data, chosen))
+            only_baselines = bool(baselines) and name == BASELINES
+            scopes.append(Scope(name, config, data, chosen, baselines if only_baselines else (),
+                                search=not only_baselines))
         outcomes = executor.run(Plan(run_dir, scopes, resume), progress)
         check_outcomes(outcomes)
         rows = []
         for scope in scopes:
-            table = write_results(scope, run_dir / scope.name, outcomes).tables[SEARCHED]
+            tables = write_results(scope, run_dir / scope.name, outcomes).tables
+            if not scope.search:
+                continue
+            table = tables[SEARCHED]
             std = table["std"]["ua"]
             rows.append({"name": scope.name, "ua_mean": table["mean"]["ua"],
                          "ua_std": 0.0 if std is None else std,

@@ -48,13 +48,20 @@ class Job:
 
 @dataclass
 class Scope:
-    """A cross-validation of one config: its folds, and the baselines run beside it."""
+    """A cross-validation of one config: its folds, and the baselines run beside it
+    (``search=False``: only those)."""
 
     name: str
     config: RunConfig
     data: RunData
     folds: list[int]
     baselines: tuple[str, ...] = ()
+    search: bool = True
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models it trains and tests: ``searched`` (if it searches), the baselines."""
+        return ((SEARCHED,) if self.search else ()) + tuple(self.baselines)
 
 
 @dataclass
@@ -80,7 +87,7 @@ class Plan:
 def plan_jobs(scopes: Iterable[Scope]) -> list[Job]:
     """Per scope, per fold: the search, its retraining, then the baselines."""
     return [Job(s.name, k, model) for s in scopes for k in s.folds
-            for model in (SEARCH, SEARCHED, *s.baselines)]
+            for model in ((SEARCH,) if s.search else ()) + s.models]
 
 
 @dataclass

@@ -249,6 +249,34 @@ def test_plugin_and_user_ops_in_workers_a_failing_job_and_shipped_artifacts(
     assert set(res.per_model) == {"searched", "cnn"}
 
 
+def test_scopes_and_baselines_in_one_ray_run_match_the_serial_run(setup, tmp_path):
+    import yaml
+
+    from nasspeech.workflow.cv import run_scopes
+
+    path, config, _, _ = setup
+    cfg = yaml.safe_load(path.read_text())
+    cfg.update(search={**cfg["search"], "epochs": 1}, train={**cfg["train"], "epochs": 1})
+    scopes = tmp_path / "scopes"
+    scopes.mkdir()
+    for name, ops in (("lstm_only", ["lstm_1"]), ("rnn_only", ["rnn_1"])):
+        cfg["space"]["components"][1]["ops"] = [*ops, "skip_connect", "none"]
+        write_config(scopes / f"{name}.yaml", cfg)
+    paths = sorted(scopes.glob("*.yaml"))
+    runs = {}
+    for name, chosen in (("serial", None), ("ray", executor())):
+        runs[name] = run_scopes(paths, tmp_path / name, folds=[0], progress=False,
+                                baselines=("cnn",), baseline_config=config, executor=chosen)
+    assert runs["ray"][0] == runs["serial"][0]
+    assert [r["name"] for r in runs["ray"][0]] == ["lstm_only", "rnn_only"]
+    assert files(tmp_path / "ray") == files(tmp_path / "serial")
+    for name in ("lstm_only", "rnn_only", "baselines"):
+        assert ((tmp_path / "ray" / name / "results.json").read_text()
+                == (tmp_path / "serial" / name / "results.json").read_text())
+    assert list(json.loads((tmp_path / "ray/baselines/results.json").read_text())["models"]) \
+        == ["cnn"]
+
+
 def test_ctrl_c_cancels_the_tasks_and_leaves_a_resumable_run(setup, tmp_path, capsys):
     """(Last of the Ray tests: the cancelled tasks' workers are killed.)"""
     import _thread

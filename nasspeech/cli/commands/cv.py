@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="run config (YAML/JSON)")
     p.add_argument("--folds", type=int, nargs="*", default=None, help="fold indices (default all)")
     p.add_argument("--baseline", action="append", default=[],
-                   help="also run a baseline per fold (cnn, cnn_lstm, cnn_lstm_att); repeatable")
+                   help="also run a baseline per fold (cnn, cnn_lstm, cnn_lstm_att); repeatable."
+                        " With --scopes: once per fold, with CONFIG's settings")
     p.add_argument("--out", default=None, help="run directory (default runs/<name>/cv)")
     p.add_argument("--scopes", nargs="?", const="examples/scopes", default=None, metavar="DIR",
                    help="run every scope config in DIR (default examples/scopes: Table 6) "
@@ -115,9 +116,11 @@ def _run_scopes(args: argparse.Namespace) -> int:
         raise CLIError(f"no *.yaml scope configs in {Path(args.scopes).resolve()}")
     with workflow_errors():
         executor = make_executor(args)
+        baseline_config = load_config(args.config, args) if args.baseline else None
         rows, plot = run_scopes(configs, args.out or "runs/scopes", folds=args.folds,
                                 progress=not args.quiet, resume=args.resume,
-                                restart=args.restart, threads=args.threads, executor=executor)
+                                restart=args.restart, threads=args.threads, executor=executor,
+                                baselines=tuple(args.baseline), baseline_config=baseline_config)
     for r in rows:
         print(f"{r['name']:>16}: UA {r['ua_mean']:.2%} ± {r['ua_std']:.2%}, "
               f"{r['params']:,.0f} params")
