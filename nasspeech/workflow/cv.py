@@ -31,6 +31,8 @@ class CVResult:
     per_model: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     markdown: str = ""
+    #: Wall seconds of each job (by its key, e.g. ``fold_0/search``) in this run.
+    job_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _executor(executor: Executor | None) -> Executor:
@@ -82,7 +84,8 @@ def write_results(scope: Scope, run_dir: Path, outcomes: dict[Job, Outcome]) -> 
     """``results.md`` and ``results.json`` of a scope whose jobs all finished."""
     from nasspeech.reporting import comparison_table, results_table
 
-    result = CVResult(run_dir)
+    result = CVResult(run_dir, job_seconds={job.key: o.seconds for job, o in outcomes.items()
+                                            if job.scope == scope.name})
     for model in scope.models:
         result.per_model[model] = [outcomes[Job(scope.name, k, model)].value["metrics"]
                                    for k in scope.folds]
