@@ -206,7 +206,8 @@ class RayExecutor:
         atomic_write(plan.run_dir / TOKEN_FILE, json.dumps({"token": token}))
         data: dict[int, Any] = {}
         for scope in plan.scopes:  # each data set once into the object store
-            data.setdefault(id(scope.data), ray.put(scope.data))
+            if id(scope.data) not in data:
+                data[id(scope.data)] = ray.put(scope.data)
         common = {"run_dir": str(plan.run_dir.resolve()), "token": token,
                   "resume": plan.resume, "imports": imported_modules(),
                   "plugins": autoload_enabled(), "kill_hook": os.environ.get(KILL_HOOK),
@@ -239,10 +240,10 @@ class RayExecutor:
                 finished, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
                 for ref in finished:
                     self._collect(ref, inflight.pop(ref), plan, schedule)
-        except KeyboardInterrupt:
+        except BaseException as exc:  # Ctrl-C, or the driver failed: stop the tasks
             for ref in inflight:
                 ray.cancel(ref, force=True)
-            if report is not None:
+            if report is not None and isinstance(exc, KeyboardInterrupt):
                 report(f"interrupted: {len(inflight)} running job(s) cancelled; finished jobs "
                        "are kept; continue with --resume")
             raise
