@@ -23,6 +23,7 @@ from nasspeech.workflow.cv import run_cv
 from nasspeech.workflow.executors.serial import SerialExecutor
 from nasspeech.workflow.jobs import Job, JobsFailedError, Schedule, Scope, plan_jobs
 from nasspeech.workflow.lock import HOLDER_FILE
+from tests.test_plugins import needs_seqplus
 
 ray = pytest.importorskip("ray")
 
@@ -202,18 +203,7 @@ def broken(input_shape, num_classes):
 '''
 
 
-def seqplus_installed() -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.distribution("nasspeech-seqplus")
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not seqplus_installed(), reason="nasspeech-seqplus is not installed "
-                    "(pip install -e plugins/nasspeech-seqplus)")
+@needs_seqplus
 def test_plugin_and_user_ops_in_workers_a_failing_job_and_shipped_artifacts(
         setup, tmp_path, capsys):
     tag = uuid.uuid4().hex[:8]
