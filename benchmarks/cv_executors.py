@@ -104,6 +104,54 @@ def ray_overhead(n_noop: int = 500, n_round_trips: int = 50) -> dict:
             "load_before": before, "load_after": load()}
 
 
+SEARCH_ONE = """
+import sys, tempfile, time
+from nasspeech.workflow.datasets import load_run_data
+from nasspeech.workflow.demo import demo_config
+from nasspeech.workflow.search import run_search
+config = demo_config().model_copy(update={"threads": 1})
+data = load_run_data(config, progress=False)
+with tempfile.TemporaryDirectory() as tmp:
+    t0 = time.perf_counter()
+    run_search(config, data, int(sys.argv[1]), tmp + "/s", progress=False)
+    print(round(time.perf_counter() - t0, 1))
+"""
+
+
+def contention(folds: tuple[int, int] = (0, 1)) -> dict:
+    """Without Ray: the demo search of one fold alone, then two folds' searches at once in two
+    plain processes (one torch thread each): how much two of our jobs slow each other here."""
+    import subprocess
+
+    def start(k: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", SEARCH_ONE, str(k)], text=True,
+                                stdout=subprocess.PIPE, env={**os.environ,
+                                                             "PYTHONPATH": str(ROOT)})
+
+    before = load()
+    alone = {k: float(start(k).communicate()[0]) for k in folds}
+    pair = [start(k) for k in folds]
+    together = {k: float(p.communicate()[0]) for k, p in zip(folds, pair)}
+    return {"alone_s": alone, "together_s": together, "load_before": before,
+            "load_after": load(),
+            "slowdown": round(sum(together.values()) / sum(alone.values()), 2)}
+
+
+def contention_markdown(c: dict) -> str:
+    rows = "\n".join(f"| fold_{k}/search | {c['alone_s'][k]} | {c['together_s'][k]} |"
+                      for k in c["alone_s"])
+    return f"""
+Control without Ray ({time.strftime('%Y-%m-%d %H:%M')}, `--contention`): the demo search of a fold
+alone, then two folds' searches at once as two plain processes, one torch thread each; load
+{c['load_before']} → {c['load_after']}. Two of our jobs at once run **{c['slowdown']}×** slower
+each than one alone.
+
+| job | alone (s) | two at once (s) |
+|---|---|---|
+{rows}
+"""
+
+
 def markdown(r: dict) -> str:
     s, y = r["runs"]["serial"], r["runs"]["ray"]
     o = r["overhead"]
@@ -147,7 +195,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true",
                         help="write benchmarks/results/cv_executors.md and .json")
+    parser.add_argument("--contention", action="store_true",
+                        help="only the control without Ray (appended to the results with "
+                             "--write)")
     args = parser.parse_args()
+    if args.contention:
+        from nasspeech.io import atomic_write
+
+        c = contention()
+        text = contention_markdown(c)
+        print(text)
+        if args.write:
+            out = ROOT / "benchmarks" / "results"
+            atomic_write(out / "cv_executors.md", (out / "cv_executors.md").read_text() + text)
+            data = json.loads((out / "cv_executors.json").read_text())
+            atomic_write(out / "cv_executors.json", json.dumps({**data, "contention": c},
+                                                               indent=2))
+        return
     import torch
 
     with tempfile.TemporaryDirectory(prefix="cv-executors-") as tmp:
