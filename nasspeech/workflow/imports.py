@@ -22,6 +22,17 @@ class ModuleImportError(ImportError):
     """A user module that cannot be found or fails while it is imported."""
 
 
+#: (name, base, origin) of each module :func:`import_modules` imported in this process.
+_IMPORTED: list[tuple[str, str, str]] = []
+
+
+def imported_modules() -> list[tuple[str, str, str]]:
+    """What :func:`import_modules` imported in this process, in order, as (name, base folder,
+    origin): another process (a Ray worker) imports the same with
+    ``import_modules([name], base, origin)``."""
+    return list(_IMPORTED)
+
+
 @contextlib.contextmanager
 def _first_on_path(base: Path) -> Iterator[None]:
     entry = str(base)
@@ -80,6 +91,8 @@ def import_modules(names: Sequence[str], base: str | Path | None = None,
             else:
                 with _first_on_path(base):
                     modules.append(importlib.import_module(name))
+            if (name, str(base), origin) not in _IMPORTED:
+                _IMPORTED.append((name, str(base), origin))
         except ModuleImportError:
             raise
         except ModuleNotFoundError as exc:

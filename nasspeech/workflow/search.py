@@ -224,8 +224,9 @@ def _nan_message(exc: Exception, epoch: int, step: int, run_dir: Path) -> str:
 
 def finish_search(run_dir: Path, genotype: Genotype, history: list, config: RunConfig,
                   beta_history: list | None = None) -> None:
-    """genotype.json, the cell plot, the alpha heat-map and (edge normalisation) the beta one."""
-    atomic_write(run_dir / "genotype.json", genotype.to_json())
+    """The cell plot, the alpha heat-map, (edge normalisation) the beta one, then
+    genotype.json: written last, it marks the search finished (a kill while plotting leaves a
+    search that --resume finishes)."""
     try_plot("the genotype", lambda: genotype.plot(run_dir / "genotype.png",
                                                    title=f"{config.name}: searched cells"),
              run_dir / "genotype.png")
@@ -248,3 +249,4 @@ def finish_search(run_dir: Path, genotype: Genotype, history: list, config: RunC
             plot_beta_history(beta_history, run_dir / "betas.png", edge_labels=labels)
 
         try_plot("the beta history", betas, run_dir / "betas.png")
+    atomic_write(run_dir / "genotype.json", genotype.to_json())

@@ -244,7 +244,6 @@ def _evaluate(config: RunConfig, data: RunData, split: Any, run_dir: Path, model
         raise WorkflowError(f"evaluated {metrics['n_test']} of {len(split.test)} test samples")
     state = model.state_dict()
     atomic_write_with(run_dir / "model.pt", lambda fh: torch.save(state, fh), fsync=True)
-    write_json(run_dir / "metrics.json", metrics)
     if tb is not None:
         tb.train_result(metrics, config.train.epochs)
         tb.close()
@@ -253,6 +252,7 @@ def _evaluate(config: RunConfig, data: RunData, split: Any, run_dir: Path, model
         title=f"{name}, fold {split.index}: UA {report['ua']:.1%}"), run_dir / "confusion.png")
     try_plot("the training curves", lambda: plot_training_curves(
         log.records(), run_dir / "curves.png"), run_dir / "curves.png")
+    write_json(run_dir / "metrics.json", metrics)  # last: it marks the run finished
     if progress:
         extra = (f" (+{metrics['auxiliary_params']:,} in the auxiliary head, training only)"
                  if aux else "")

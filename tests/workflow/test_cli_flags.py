@@ -126,8 +126,8 @@ OTHER_COMMAND = re.compile(r"nasspeech ([a-z][a-z-]*) (--[a-z][a-z0-9-]*)")
 #: whose own help and run() (which mention --list-gpus) never reach plan.
 PLAN_ESTIMATE = ("plan", "nasspeech.cli.commands.estimate")
 
-#: Flags of other programs that messages quote (``tensorboard --logdir DIR``).
-FOREIGN = {"--logdir"}
+#: Flags of other programs that messages quote (``tensorboard --logdir``, ``ray start --head``).
+FOREIGN = {"--logdir", "--head"}
 
 #: (command, module) pairs whose import link carries no message to that command: export and
 #: predict only read a finished run directory (they import workflow.train for build_model,
