@@ -4,10 +4,15 @@ Weights are trained on a seeded part of the search set and the alphas on the res
 (``search.alpha_fraction``), with the step of :func:`nasspeech.search.recipe.build_search`.
 Every epoch writes the genotype, the alpha softmax history, a JSONL record and an atomic
 checkpoint, so an interrupted search resumes exactly.
+
+Data-parallel (a :class:`~nasspeech.search.distributed.Group`, docs/distributed-search.md):
+every process runs this loop on its slice of the same global batches; process 0 alone opens
+and writes the run directory and sends a checkpoint to resume to the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import time
@@ -21,6 +26,7 @@ from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write
 from nasspeech.observe import TensorBoardLog
 from nasspeech.search import NonFiniteLossError, predict
+from nasspeech.search.distributed import Group, check_world
 from nasspeech.search.recipe import build_search
 from nasspeech.search.techniques.collapse import AuxSkip, CollapseGuard
 from nasspeech.workflow.artifacts import try_plot
@@ -56,23 +62,40 @@ def run_search(
     progress: bool = True,
     stop_after: int | None = None,
     restart: bool = False,
+    group: Group | None = None,
 ) -> SearchResult:
     """Search on fold ``fold``; ``stop_after=k`` ends after epoch k (still resumable).
 
     ``resume`` continues from the checkpoint in ``out_dir`` (optimisation settings may have
     changed; a directory without a checkpoint starts again); ``restart`` deletes what
-    ``out_dir`` holds first. The run directory is locked while the search runs."""
+    ``out_dir`` holds first. The run directory is locked while the search runs.
+
+    ``group``: this process's place in a data-parallel search (every process calls this with
+    the same arguments); without ``config.threads`` each process then uses one CPU thread."""
     data.fold(fold)  # a bad fold fails before the run directory exists
-    with open_run_dir(out_dir, resume, restart) as run_dir, \
-            use_threads(config.threads) as threads:
-        return _search(config, data, fold, run_dir, resume, progress, stop_after, threads)
+    threads = config.threads
+    if group is not None:
+        check_world(config.search.batch_size, group.world_size)
+        if threads is None and group.device.type == "cpu":
+            threads = 1
+    if group is None or group.is_main:
+        with group.main_setup() if group else contextlib.nullcontext(), \
+                open_run_dir(out_dir, resume, restart) as run_dir, \
+                use_threads(threads) as used:
+            return _search(config, data, fold, run_dir, resume, progress, stop_after, used,
+                           group)
+    with use_threads(threads) as used:  # the others write nothing
+        return _search(config, data, fold, Path(out_dir), resume, False, stop_after, used,
+                       group)
 
 
 def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: bool,
-            progress: bool, stop_after: int | None, threads: dict[str, int]) -> SearchResult:
+            progress: bool, stop_after: int | None, threads: dict[str, int],
+            group: Group | None = None) -> SearchResult:
     sc = config.search
     split = data.fold(fold)
-    device = resolve_device(config.device)
+    main = group is None or group.is_main
+    device = resolve_device(config.device) if group is None else group.device
     w_idx, a_idx = split_search(split.search, sc.alpha_fraction, config.seed + fold)
     x, y = data.x.to(device), data.y.to(device)
     train_stream = BatchStream(x, y, w_idx, sc.batch_size, True, config.seed, salt=2 * fold)
@@ -80,7 +103,7 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
 
     seed_everything(config.seed + fold)
     model = config.space.build_supernet().to(device)
-    recipe = build_search(sc, model)
+    recipe = build_search(sc, model, group=group)
     w_opt, architect = recipe.w_optimizer, recipe.architect
     aux = AuxSkip(model, sc.collapse.aux_skip_beta) if sc.collapse.remedy == "aux_skip" else None
     guard = CollapseGuard(sc.collapse)
@@ -88,9 +111,13 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
     history: list[dict[str, list[list[float]]]] = []
     start, stopped, changes = 0, None, {}
     ckpt = None
-    if resume:
+    if resume and main:  # processes other than 0 get the checkpoint from it
         ckpt, changes = resume_point(run_dir, "search", fold, config.model_dump(mode="json"),
-                                     SEARCH_FIXED, device)
+                                     SEARCH_FIXED, device if group is None else "cpu")
+    done = ckpt is not None and (bool(ckpt.get("stopped")) or ckpt["epoch"] >= sc.epochs) \
+        and main and (run_dir / "genotype.json").is_file()
+    if group is not None:
+        ckpt, done = group.share_setup((ckpt, done))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         w_opt.load_state_dict(ckpt["w_optimizer"])
@@ -101,15 +128,19 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                   weight_decay=sc.alpha_weight_decay)
         history, start, stopped = ckpt["alpha_history"], ckpt["epoch"], ckpt.get("stopped")
         set_rng_state(ckpt["rng"])
-    if (stopped or start >= sc.epochs) and (run_dir / "genotype.json").is_file():
-        return SearchResult(run_dir, model.genotype(), len(history), stopped, history)  # done
-    if not start:
-        write_json(run_dir / "fold.json", {
-            "fold": fold, "search_weights": len(w_idx), "search_alphas": len(a_idx),
-            **split.summary()})
-    config.save(run_dir / "config.yaml")  # the settings in effect
-    log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
-    tb = TensorBoardLog.open(config, run_dir, start)  # None unless log.tensorboard
+    if group is not None:
+        group.broadcast_module(model)  # process 0's weights and alphas, everywhere
+    if done:
+        return SearchResult(run_dir, model.genotype(), len(history), stopped, history)
+    log = tb = None
+    if main:
+        if not start:
+            write_json(run_dir / "fold.json", {
+                "fold": fold, "search_weights": len(w_idx), "search_alphas": len(a_idx),
+                **split.summary()})
+        config.save(run_dir / "config.yaml")  # the settings in effect
+        log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
+        tb = TensorBoardLog.open(config, run_dir, start)  # None unless log.tensorboard
     end = sc.epochs if stop_after is None else min(sc.epochs, stop_after)
     steps = len(train_stream)
     bar = tqdm(total=sc.epochs * steps, initial=min(start, sc.epochs) * steps,
@@ -120,6 +151,7 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
     try:
         for epoch in range(start, end if stopped is None else start):
             t0 = time.perf_counter()
+            sent = group.bytes_reduced if group else 0
             lr = cosine_lr(epoch, sc.epochs, sc.lr, sc.lr_min)
             set_hyper(w_opt, lr=lr)
             beta = aux.set_epoch(epoch, sc.epochs) if aux else None
@@ -140,41 +172,51 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{res.loss:.3f}")
             genotype = model.genotype()
-            atomic_write(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json", genotype.to_json())
             softmax = model.alpha_softmax()
             history.append({k: v.tolist() for k, v in softmax.items()})
-            with amp:
-                pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
-            report = guard.check(genotype, epoch, softmax)
-            # print a component's first warning and any new high (every epoch's is in the log)
-            for warning in report.new_warnings:
-                tqdm.write(f"warning: {warning}", file=sys.stderr)
-            log.write({
-                "epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
-                "train_acc": correct / count,
-                "alpha_loss": sum(alpha_losses) / len(alpha_losses) if alpha_losses else None,
-                "val_acc": float((pred == true).float().mean()), "aux_skip_beta": beta,
-                **report.to_json(), **threads, "seconds": round(time.perf_counter() - t0, 3),
-                **({"config_changes": changes} if changes else {})})
-            changes = {}  # logged with the first epoch after the resume
-            write_json(run_dir / "alpha_history.json", history)
-            if tb is not None:  # the epoch's record, alphas and genotype to TensorBoard
-                tb.search_epoch(log.records()[-1], history[-1], genotype, pred, true,
-                                architect.optimizer.param_groups[0]["lr"])
-            stopped = report.stop
-            save_checkpoint(run_dir / CHECKPOINT, {
-                "kind": "search", "epoch": epoch + 1, "fold": fold,
-                "config": config.model_dump(mode="json"), "model": model.state_dict(),
-                "w_optimizer": w_opt.state_dict(),
-                "alpha_optimizer": architect.optimizer.state_dict(),
-                "alpha_history": history, "stopped": stopped})
+            if group is not None:  # process 0's BatchNorm statistics, everywhere
+                group.broadcast_tensors(list(model.buffers()))
+            if main:
+                atomic_write(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json",
+                             genotype.to_json())
+                with amp:
+                    pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
+                report = guard.check(genotype, epoch, softmax)
+                # print a component's first warning and any new high (every epoch's is logged)
+                for warning in report.new_warnings:
+                    tqdm.write(f"warning: {warning}", file=sys.stderr)
+                log.write({
+                    "epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
+                    "train_acc": correct / count,
+                    "alpha_loss": sum(alpha_losses) / len(alpha_losses) if alpha_losses else None,
+                    "val_acc": float((pred == true).float().mean()), "aux_skip_beta": beta,
+                    **report.to_json(), **threads, **_group_record(group, sent),
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    **({"config_changes": changes} if changes else {})})
+                changes = {}  # logged with the first epoch after the resume
+                write_json(run_dir / "alpha_history.json", history)
+                if tb is not None:  # the epoch's record, alphas and genotype to TensorBoard
+                    tb.search_epoch(log.records()[-1], history[-1], genotype, pred, true,
+                                    architect.optimizer.param_groups[0]["lr"])
+                stopped = report.stop
+                save_checkpoint(run_dir / CHECKPOINT, {
+                    "kind": "search", "epoch": epoch + 1, "fold": fold,
+                    "config": config.model_dump(mode="json"), "model": model.state_dict(),
+                    "w_optimizer": w_opt.state_dict(),
+                    "alpha_optimizer": architect.optimizer.state_dict(),
+                    "alpha_history": history, "stopped": stopped})
+            if group is not None:
+                stopped = _sync_epoch(group, model, stopped, sc.check_ranks, epoch)
             if stopped:
-                tqdm.write(stopped, file=sys.stderr)
+                if main:
+                    tqdm.write(stopped, file=sys.stderr)
                 break
     except KeyboardInterrupt:
         bar.close()
-        print(f"\ninterrupted in epoch {epoch + 1}: the checkpoint after epoch "
-              f"{len(history)} is kept in {run_dir}; continue with --resume", file=sys.stderr)
+        if main:
+            print(f"\ninterrupted in epoch {epoch + 1}: the checkpoint after epoch "
+                  f"{len(history)} is kept in {run_dir}; continue with --resume",
+                  file=sys.stderr)
         raise
     finally:
         bar.close()
@@ -183,9 +225,28 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
         if tb is not None:
             tb.close()
     genotype = model.genotype()
-    if len(history) >= sc.epochs or stopped:
+    if main and (len(history) >= sc.epochs or stopped):
         finish_search(run_dir, genotype, history, config)
     return SearchResult(run_dir, genotype, len(history), stopped, history)
+
+
+def _group_record(group: Group | None, sent: int) -> dict[str, int]:
+    """The log's data-parallel fields: processes and bytes all-reduced by each this epoch."""
+    if group is None:
+        return {}
+    return {"processes": group.world_size, "allreduce_bytes": group.bytes_reduced - sent}
+
+
+def _sync_epoch(group: Group, model, stopped: str | None, check: bool, epoch: int
+                ) -> str | None:
+    """Process 0's stop decision, everywhere; with ``check`` (``search.check_ranks``), fail
+    unless every process holds the same alphas, weights and buffers, bit for bit."""
+    stopped = group.broadcast_object(stopped)
+    if check:
+        group.check_identical({"alphas": list(model.alpha_parameters()),
+                               "weights": list(model.weight_parameters()),
+                               "buffers": list(model.buffers())}, f"after epoch {epoch + 1}")
+    return stopped
 
 
 def _nan_message(exc: Exception, epoch: int, step: int, run_dir: Path) -> str:
