@@ -155,9 +155,9 @@ def failing_search(rank: int, world: int, port: int, out: Path, cache: str, how:
     process 0 reports what it got and how long it took."""
     import time
 
-    import nasspeech.search.loop as loop
     from tiny_runs import tiny_config, tiny_data
 
+    from nasspeech.search import loop
     from nasspeech.workflow.search import run_search
 
     group = join(rank, world, port, timeout)

@@ -5,6 +5,7 @@ seconds of process start-up each)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -17,12 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bad_inputs"))
 
-import dist_helpers as H  # noqa: E402
-from tiny_runs import tiny_config, tiny_data, tiny_dict, write_config  # noqa: E402
+import dist_helpers as H
+from tiny_runs import tiny_config, tiny_data, tiny_dict, write_config
 
-from nasspeech.search.distributed import RankEnv, rank_env, shard_bounds  # noqa: E402
-from nasspeech.search.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: E402
-from nasspeech.space import SearchSpace  # noqa: E402
+from nasspeech.search.distributed import RankEnv, rank_env, shard_bounds
+from nasspeech.search.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
+from nasspeech.space import SearchSpace
 
 #: float tolerance of a 2-process step against a 1-process step (measured: <= 3e-7)
 TOL = 1e-5
@@ -42,7 +43,7 @@ def test_shards_are_contiguous_cover_the_batch_and_differ_by_at_most_one():
         for world in (1, 2, 3, 5):
             parts = [shard_bounds(n, r, world) for r in range(world)]
             assert parts[0][0] == 0 and parts[-1][1] == n
-            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
             sizes = [hi - lo for lo, hi in parts]
             assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
