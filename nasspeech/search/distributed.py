@@ -284,6 +284,7 @@ class Group:
         """On rank 0, around the setup the others wait for: an exception raised before
         :meth:`share_setup` is sent to them (they raise it too) instead of leaving them to
         time out."""
+        self._setup_sent = False
         try:
             yield
         except BaseException as exc:

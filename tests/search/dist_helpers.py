@@ -142,8 +142,12 @@ def search_runs(rank: int, world: int, port: int, out: Path, cache: str,
     found = {}
     for run in runs:
         config = tiny_config(cache, search=run["search"])
-        res = run_search(config, tiny_data(config), 0, run["out"], resume=run["resume"],
-                         progress=False, stop_after=run.get("stop_after"), group=group)
+        try:
+            res = run_search(config, tiny_data(config), 0, run["out"], resume=run["resume"],
+                             progress=False, stop_after=run.get("stop_after"), group=group)
+        except Exception as exc:  # noqa: BLE001 - the test checks it
+            found[run["out"]] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
         found[run["out"]] = {"genotype": res.genotype.to_json(), "epochs": res.epochs_run,
                              "softmax": res.alpha_history[-1]}
     return found

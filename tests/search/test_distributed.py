@@ -163,9 +163,15 @@ def test_resume_with_a_different_process_count(tmp_path, cache):
     res = H.spawn(H.search_runs, 2, tmp_path, cache, [
         {"out": str(tmp_path / "two-then-one"), "resume": False, "stop_after": 1,
          "search": search},
-        {"out": str(tmp_path / "one-then-two"), "resume": True, "search": search}])
+        {"out": str(tmp_path / "one-then-two"), "resume": True, "search": search},
+        # process 0 refuses a run directory that exists: the other one hears why
+        {"out": str(tmp_path / "ref"), "resume": False, "search": search}])
     for r in res:
         assert r is not None and "error" not in r, r and r.get("trace")
+    refused = [r.pop(str(tmp_path / "ref"))["error"] for r in res]
+    assert refused[0].startswith("RunDirError: run directory") and "already exists" in refused[0]
+    assert refused[1] == ("RankFailedError: process 0 stopped before the search started: "
+                          + refused[0].removeprefix("RunDirError: "))
     assert res[0] == res[1]  # every process returns the same search
     log = [json.loads(line) for line in (tmp_path / "two-then-one" / "log.jsonl").open()]
     assert log[0]["processes"] == 2 and log[0]["allreduce_bytes"] > 0
