@@ -106,8 +106,8 @@ class SearchConfig(_Optimisation):
     warmup_epochs: int = Field(default=0, ge=0, description="epochs with frozen alphas")
     sync_batchnorm: bool = Field(
         default=False,
-        description="data-parallel search (--nproc, torchrun): BatchNorm statistics over the "
-                    "global batch (one all-reduce per BatchNorm and forward) instead of each "
+        description="data-parallel search (several processes): BatchNorm statistics over "
+                    "the global batch (one all-reduce per BatchNorm and forward) instead of each "
                     "process's slice")
     check_ranks: bool = Field(
         default=False,

@@ -136,11 +136,11 @@ def choose_backend(requested: str, device: torch.device,
         if not cuda:
             raise DistributedSetupError(
                 "backend nccl needs CUDA, but the search runs on the CPU (the config's device, "
-                "or torch sees no CUDA device); use --backend gloo or auto")
+                "or torch sees no CUDA device); use `nasspeech search --backend gloo` or auto")
         if not dist.is_nccl_available():
             raise DistributedSetupError(
                 f"backend nccl: this torch build ({torch.__version__}) has no NCCL; use "
-                "--backend gloo or auto")
+                "`nasspeech search --backend gloo` or auto")
     if requested != "auto":
         return requested
     own_gpu = local_world_size is None or local_world_size <= torch.cuda.device_count()
@@ -186,7 +186,7 @@ class Group:
                 raise DistributedSetupError(
                     f"process {env.rank} has LOCAL_RANK {env.local_rank}, but only {count} "
                     "GPU(s) are visible: start at most one process per GPU with NCCL, or use "
-                    "--backend gloo")
+                    "`nasspeech search --backend gloo`")
             device = torch.device("cuda", env.local_rank % count)
             torch.cuda.set_device(device)
         host = f"[{env.master_addr}]" if ":" in env.master_addr else env.master_addr

@@ -33,9 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_nproc_argument(parser: argparse.ArgumentParser) -> None:
-    from nasspeech.cli.commands._run import positive_int
-
-    parser.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
                         help="the search runs data-parallel on N GPUs (search --nproc N): "
                              "estimate one process's slice of the batch; sizes are per GPU")
 
@@ -43,6 +41,8 @@ def add_nproc_argument(parser: argparse.ArgumentParser) -> None:
 def check_nproc(batch_size: int, nproc: int) -> None:
     from nasspeech.search.distributed import DistributedSetupError, check_world
 
+    if nproc < 1:
+        raise CLIError(f"--nproc must be >= 1, got {nproc}")
     try:
         check_world(batch_size, nproc, "the batch size")
     except DistributedSetupError as exc:
