@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ VOLUMES = [("order 1", {"order": 1}), ("order 2 (finite difference)", {"order": 
 
 
 def load() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def cpu_name() -> str:
@@ -69,7 +70,7 @@ def search(cfg: Path, out: Path, nproc: int, threads: int) -> tuple[float, list[
         cmd += ["--nproc", str(nproc)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
@@ -80,14 +81,11 @@ def steps_per_epoch(out: Path, batch_size: int) -> int:
     from nasspeech.workflow.datasets import BatchStream
 
     n = json.loads((out / "fold.json").read_text())["search_weights"]
-    import torch
-
     return len(BatchStream(torch.zeros(n), torch.zeros(n), range(n), batch_size, True))
 
 
 def expected_bytes(search_cfg: dict) -> tuple[int, int, int]:
     """(weights, alphas, bytes a step should all-reduce) of the demo supernet."""
-    sys.path.insert(0, str(ROOT))
     from nasspeech.config import RunConfig
 
     run = RunConfig.load(DEMO)
@@ -134,23 +132,23 @@ def main() -> None:
             print(f"{label}: {log[0]['allreduce_bytes'] / steps:.0f} bytes/step", file=sys.stderr)
         after = load()
 
-    import torch
-
     base = timed[0][3]
     lines += [
         "# Data-parallel search: 1 vs 2 processes on this machine",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} with `python benchmarks/ddp_search.py` on "
-        f"{cpu_name()} ({os.cpu_count()} CPUs visible), torch {torch.__version__}, gloo.",
-        f"The demo search (`examples/demo.yaml`, order 1, global batch 32, {args.epochs} "
-        "epochs); time per epoch = process 0's `seconds` in log.jsonl, median over epochs "
-        "2..N; total = the whole command (process start-up and data loading included).",
+        (f"Measured {time.strftime('%Y-%m-%d %H:%M')} with `python benchmarks/ddp_search.py` "
+         f"on {cpu_name()} ({os.cpu_count()} CPUs visible), torch {torch.__version__}, gloo. "
+         f"The demo search (`examples/demo.yaml`, order 1, global batch 32, {steps} steps an "
+         f"epoch, {args.epochs} epochs); s / epoch = process 0's `seconds` in log.jsonl "
+         "(steps, evaluation, checkpoint), median over epochs 2..N; total = the whole command "
+         "(process start-up and data loading included). No GPU was lent to this task: the "
+         "1-GPU comparison is not measured."),
         "",
         f"- load before: `{before}`",
         f"- load after:  `{after}`",
         "",
-        "| setting | processes | threads each | s / epoch | vs 1 process, 1 thread | total s "
-        "| val acc (last epoch) |",
+        ("| setting | processes | threads each | s / epoch | vs 1 process, 1 thread | total s "
+         "| val acc (last epoch) |"),
         "|---|---|---|---|---|---|---|",
     ]
     for label, nproc, threads, per_epoch, total, acc in timed:
@@ -160,9 +158,10 @@ def main() -> None:
         "",
         "## Bytes all-reduced per search step (2 processes, demo supernet)",
         "",
-        "Measured: `allreduce_bytes` of epoch 1 / its steps. Expected: 4 bytes per float of "
-        "each gradient list the step sums (weights W, alphas A) plus 32 bytes of metrics; "
-        "sync_batchnorm adds its statistics (2 x channels + 1 floats per BatchNorm and forward).",
+        ("Measured: `allreduce_bytes` of epoch 1 / its steps. Expected: 4 bytes per float of "
+         "each gradient list the step sums (weights W, alphas A) plus 32 bytes of metrics; "
+         "sync_batchnorm adds its statistics (2 x channels + 1 floats per BatchNorm and "
+         "forward)."),
         "",
         "| step | weights W | alphas A | measured bytes / step | expected (gradients) |",
         "|---|---|---|---|---|",

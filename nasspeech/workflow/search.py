@@ -29,6 +29,7 @@ from nasspeech.search import NonFiniteLossError, predict
 from nasspeech.search.distributed import Group, check_world
 from nasspeech.search.recipe import build_search
 from nasspeech.search.techniques.collapse import AuxSkip, CollapseGuard
+from nasspeech.space.supernet import Supernet
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, split_search
@@ -237,8 +238,8 @@ def _group_record(group: Group | None, sent: int) -> dict[str, int]:
     return {"processes": group.world_size, "allreduce_bytes": group.bytes_reduced - sent}
 
 
-def _sync_epoch(group: Group, model, stopped: str | None, check: bool, epoch: int
-                ) -> str | None:
+def _sync_epoch(group: Group, model: Supernet, stopped: str | None, check: bool,
+                epoch: int) -> str | None:
     """Process 0's stop decision, everywhere; with ``check`` (``search.check_ranks``), fail
     unless every process holds the same alphas, weights and buffers, bit for bit."""
     stopped = group.broadcast_object(stopped)

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from nasspeech.cli.commands._run import (
     add_run_arguments,
@@ -16,6 +17,11 @@ from nasspeech.cli.commands._run import (
 )
 from nasspeech.cli.main import CLIError
 from nasspeech.search.distributed import BACKENDS
+
+if TYPE_CHECKING:
+    import torch
+
+    from nasspeech.config import RunConfig
 
 NAME = "search"
 HELP = "DARTS search on one fold's search set (checkpointed every epoch, --resume continues)"
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(config):
+def _device(config: RunConfig) -> torch.device:
     from nasspeech.workflow.devices import resolve_device
 
     try:
@@ -110,7 +116,7 @@ def _device(config):
         raise CLIError(str(exc)) from None
 
 
-def _launch(args: argparse.Namespace, config, out: str) -> int:
+def _launch(args: argparse.Namespace, config: RunConfig, out: str) -> int:
     """Check what can be checked once, fill the feature cache once, start the processes."""
     from nasspeech.search.distributed import check_world, choose_backend
     from nasspeech.workflow.datasets import load_run_data
