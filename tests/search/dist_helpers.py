@@ -60,7 +60,9 @@ def spawn(fn, world: int, out: Path, *args: Any, timeout: float = 120.0,
 
 
 def _entry(rank: int, fn, world: int, port: int, out: str, *args: Any) -> None:
-    torch.set_num_threads(int(os.environ.get("NASSPEECH_TEST_THREADS", "1")))
+    # one thread per process, as a data-parallel search on the CPU uses by default (two
+    # processes of NASSPEECH_TEST_THREADS=2 each oversubscribe a 2-core machine many times over)
+    torch.set_num_threads(1)
     try:
         result = fn(rank, world, port, Path(out), *args)
     except BaseException as exc:  # noqa: BLE001 - reported to the test
