@@ -102,6 +102,26 @@ def expected_bytes(search_cfg: dict) -> tuple[int, int, int]:
     return w, a, 4 * floats + metrics
 
 
+def step_seconds(batch: int, repeats: int = 6) -> float:
+    """Median time of one demo search step at ``batch`` in this process (1 thread)."""
+    from nasspeech.config import RunConfig
+    from nasspeech.search.recipe import build_search
+
+    torch.set_num_threads(1)
+    run = RunConfig.load(DEMO)
+    torch.manual_seed(0)
+    recipe = build_search(run.search, run.space.build_supernet())
+    x = torch.randn(batch, *run.space.input_shape)
+    y = torch.randint(0, run.space.num_classes, (batch,))
+    recipe.step((x, y), (x, y))  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        recipe.step((x, y), (x, y))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20, help="demo search epochs (20)")
@@ -130,6 +150,7 @@ def main() -> None:
             w, a, expected = expected_bytes(settings)
             volumes.append((label, w, a, log[0]["allreduce_bytes"] / steps, expected))
             print(f"{label}: {log[0]['allreduce_bytes'] / steps:.0f} bytes/step", file=sys.stderr)
+        full, half = step_seconds(32), step_seconds(16)
         after = load()
 
     base = timed[0][3]
@@ -168,6 +189,17 @@ def main() -> None:
     ]
     for label, w, a, measured, expected in volumes:
         lines.append(f"| {label} | {w:,} | {a:,} | {measured:,.0f} | {expected:,} |")
+    lines += [
+        "",
+        "## What 2 processes could gain here",
+        "",
+        (f"One demo search step in one process (1 thread, same session): {full:.3f} s at the "
+         f"global batch 32, {half:.3f} s at a process's 16 ({half / full:.0%}: a step this "
+         "small is mostly fixed per-op cost, not per-sample work). On two idle cores two "
+         f"processes could at best run an epoch's steps {full / half:.2f}x as fast; the measured "
+         "ratio above is what the shared machine gave (each all-reduce waits for the slower "
+         "process, and a process that the other jobs' load deschedules stalls both)."),
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:

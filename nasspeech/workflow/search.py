@@ -173,44 +173,45 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{res.loss:.3f}")
             genotype = model.genotype()
+            if not main:  # process 0 writes, evaluates and decides; the others follow it
+                history.append({k: v.tolist() for k, v in model.alpha_softmax().items()})
+                stopped = _sync_epoch(group, model, None, sc.check_ranks, epoch)
+                if stopped:
+                    break
+                continue
+            atomic_write(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json", genotype.to_json())
             softmax = model.alpha_softmax()
             history.append({k: v.tolist() for k, v in softmax.items()})
-            if group is not None:  # process 0's BatchNorm statistics, everywhere
-                group.broadcast_tensors(list(model.buffers()))
-            if main:
-                atomic_write(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json",
-                             genotype.to_json())
-                with amp:
-                    pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
-                report = guard.check(genotype, epoch, softmax)
-                # print a component's first warning and any new high (every epoch's is logged)
-                for warning in report.new_warnings:
-                    tqdm.write(f"warning: {warning}", file=sys.stderr)
-                log.write({
-                    "epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
-                    "train_acc": correct / count,
-                    "alpha_loss": sum(alpha_losses) / len(alpha_losses) if alpha_losses else None,
-                    "val_acc": float((pred == true).float().mean()), "aux_skip_beta": beta,
-                    **report.to_json(), **threads, **_group_record(group, sent),
-                    "seconds": round(time.perf_counter() - t0, 3),
-                    **({"config_changes": changes} if changes else {})})
-                changes = {}  # logged with the first epoch after the resume
-                write_json(run_dir / "alpha_history.json", history)
-                if tb is not None:  # the epoch's record, alphas and genotype to TensorBoard
-                    tb.search_epoch(log.records()[-1], history[-1], genotype, pred, true,
-                                    architect.optimizer.param_groups[0]["lr"])
-                stopped = report.stop
-                save_checkpoint(run_dir / CHECKPOINT, {
-                    "kind": "search", "epoch": epoch + 1, "fold": fold,
-                    "config": config.model_dump(mode="json"), "model": model.state_dict(),
-                    "w_optimizer": w_opt.state_dict(),
-                    "alpha_optimizer": architect.optimizer.state_dict(),
-                    "alpha_history": history, "stopped": stopped})
+            with amp:
+                pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
+            report = guard.check(genotype, epoch, softmax)
+            # print a component's first warning and any new high (every epoch's is in the log)
+            for warning in report.new_warnings:
+                tqdm.write(f"warning: {warning}", file=sys.stderr)
+            log.write({
+                "epoch": epoch + 1, "lr": lr, "train_loss": loss / count,
+                "train_acc": correct / count,
+                "alpha_loss": sum(alpha_losses) / len(alpha_losses) if alpha_losses else None,
+                "val_acc": float((pred == true).float().mean()), "aux_skip_beta": beta,
+                **report.to_json(), **threads, **_group_record(group, sent),
+                "seconds": round(time.perf_counter() - t0, 3),
+                **({"config_changes": changes} if changes else {})})
+            changes = {}  # logged with the first epoch after the resume
+            write_json(run_dir / "alpha_history.json", history)
+            if tb is not None:  # the epoch's record, alphas and genotype to TensorBoard
+                tb.search_epoch(log.records()[-1], history[-1], genotype, pred, true,
+                                architect.optimizer.param_groups[0]["lr"])
+            stopped = report.stop
+            save_checkpoint(run_dir / CHECKPOINT, {
+                "kind": "search", "epoch": epoch + 1, "fold": fold,
+                "config": config.model_dump(mode="json"), "model": model.state_dict(),
+                "w_optimizer": w_opt.state_dict(),
+                "alpha_optimizer": architect.optimizer.state_dict(),
+                "alpha_history": history, "stopped": stopped})
             if group is not None:
                 stopped = _sync_epoch(group, model, stopped, sc.check_ranks, epoch)
             if stopped:
-                if main:
-                    tqdm.write(stopped, file=sys.stderr)
+                tqdm.write(stopped, file=sys.stderr)
                 break
     except KeyboardInterrupt:
         bar.close()
@@ -240,8 +241,10 @@ def _group_record(group: Group | None, sent: int) -> dict[str, int]:
 
 def _sync_epoch(group: Group, model: Supernet, stopped: str | None, check: bool,
                 epoch: int) -> str | None:
-    """Process 0's stop decision, everywhere; with ``check`` (``search.check_ranks``), fail
-    unless every process holds the same alphas, weights and buffers, bit for bit."""
+    """Process 0's BatchNorm statistics and stop decision, everywhere; with ``check``
+    (``search.check_ranks``), fail unless every process holds the same alphas, weights and
+    buffers, bit for bit."""
+    group.broadcast_tensors(list(model.buffers()))
     stopped = group.broadcast_object(stopped)
     if check:
         group.check_identical({"alphas": list(model.alpha_parameters()),
