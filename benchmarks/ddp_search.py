@@ -103,7 +103,8 @@ def expected_bytes(search_cfg: dict) -> tuple[int, int, int]:
 
 
 def step_seconds(batch: int, repeats: int = 6) -> float:
-    """Median time of one demo search step at ``batch`` in this process (1 thread)."""
+    """Median CPU time of one demo search step at ``batch`` in this process (1 thread): CPU
+    seconds, which the other jobs on the machine change less than wall time."""
     from nasspeech.config import RunConfig
     from nasspeech.search.recipe import build_search
 
@@ -116,9 +117,9 @@ def step_seconds(batch: int, repeats: int = 6) -> float:
     recipe.step((x, y), (x, y))  # warm-up
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         recipe.step((x, y), (x, y))
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times)
 
 
@@ -193,12 +194,13 @@ def main() -> None:
         "",
         "## What 2 processes could gain here",
         "",
-        (f"One demo search step in one process (1 thread, same session): {full:.3f} s at the "
-         f"global batch 32, {half:.3f} s at a process's 16 ({half / full:.0%}: a step this "
-         "small is mostly fixed per-op cost, not per-sample work). On two idle cores two "
-         f"processes could at best run an epoch's steps {full / half:.2f}x as fast; the measured "
-         "ratio above is what the shared machine gave (each all-reduce waits for the slower "
-         "process, and a process that the other jobs' load deschedules stalls both)."),
+        (f"CPU time of one demo search step in one process (1 thread, same session): "
+         f"{full:.3f} s at the global batch 32, {half:.3f} s at a process's 16 "
+         f"({half / full:.0%}: a step this small is mostly fixed per-op cost, not per-sample "
+         f"work), so two processes spend {2 * half / full:.2f}x the CPU of one. With two idle "
+         f"cores they could at best run an epoch's steps {full / half:.2f}x as fast; with the "
+         "cores shared with other jobs (the load above) they compete with each other for them "
+         "and each all-reduce waits for the slower one."),
     ]
     text = "\n".join(lines) + "\n"
     print(text)
