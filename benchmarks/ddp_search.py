@@ -196,8 +196,8 @@ def main() -> None:
         "",
         (f"CPU time of one demo search step in one process (1 thread, same session): "
          f"{full:.3f} s at the global batch 32, {half:.3f} s at a process's 16 "
-         f"({half / full:.0%}: a step this small is mostly fixed per-op cost, not per-sample "
-         f"work), so two processes spend {2 * half / full:.2f}x the CPU of one. With two idle "
+         f"({half / full:.0%}; what does not halve is per-op cost that does not depend on the "
+         f"batch), so two processes spend {2 * half / full:.2f}x the CPU of one. With two idle "
          f"cores they could at best run an epoch's steps {full / half:.2f}x as fast; with the "
          "cores shared with other jobs (the load above) they compete with each other for them "
          "and each all-reduce waits for the slower one."),
