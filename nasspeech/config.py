@@ -104,6 +104,15 @@ class SearchConfig(_Optimisation):
         description="share of the search set held out (seeded) for the alpha updates",
     )
     warmup_epochs: int = Field(default=0, ge=0, description="epochs with frozen alphas")
+    sync_batchnorm: bool = Field(
+        default=False,
+        description="data-parallel search (several processes): BatchNorm statistics over "
+                    "the global batch (one all-reduce per BatchNorm and forward) instead of each "
+                    "process's slice")
+    check_ranks: bool = Field(
+        default=False,
+        description="data-parallel search: after every epoch, check that all processes hold "
+                    "bit-identical alphas, weights and buffers (a debug aid; one all-gather)")
     collapse: CollapseConfig = Field(default_factory=CollapseConfig,
                                      description="skip-connect collapse guard and remedies")
 

@@ -44,6 +44,7 @@ class MemoryEstimate:
     trace_events: int = 0
     notes: list[str] = field(default_factory=list)
     per_op: list[dict[str, Any]] | None = None  # marginal cost of each op (per_op=True)
+    world_size: int = 1  # data-parallel processes: batch_size and every size are per GPU
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -101,6 +102,7 @@ def estimate(
     per_op: bool = False,
     progress: Progress | None = None,
     parallel: bool | None = None,
+    world_size: int = 1,
 ) -> MemoryEstimate:
     """Estimate the GPU memory of one search step of ``config`` (a run config, a space, or a
     file holding either).
@@ -112,6 +114,8 @@ def estimate(
     ``parallel``: the extra traces of the largest-batch search run in a forked process
     alongside the main trace when a CPU core is idle (``None``), always (``True``, on Linux)
     or never (``False``).
+    ``world_size``: a data-parallel search on that many processes, one GPU each; the step is
+    traced at one process's slice of the batch (the largest), so every size is per GPU.
     """
     from nasspeech.memory.batch import CHECK_PASSES, BatchModel, fit_and_check_batches
     from nasspeech.memory.fork import ForkedCall
@@ -122,10 +126,12 @@ def estimate(
     space, search = run_config.space, run_config.search
     profile = get_profile(gpu)
     batch_size = int(batch_size or search.batch_size)
+    per_gpu = _per_process(batch_size, world_size)
+    batch_size = per_gpu.batch
     if order is not None and order != search.order:
         search = search.model_copy(update={"order": order})
     say = progress or (lambda _msg: None)
-    notes: list[str] = []
+    notes: list[str] = per_gpu.notes
     session = StepTracerSession(space, search, progress=progress)
     # the largest-batch fit needs two more traces; they run in a forked process, where a
     # CPU core is idle, while this one traces the requested batch
@@ -160,6 +166,7 @@ def estimate(
         if background is not None:
             background.close()
     result.max_batch_size = max_bs
+    result.world_size = world_size
     if per_op:
         from nasspeech.memory.per_op import per_op_costs
 
@@ -169,6 +176,27 @@ def estimate(
     result.notes += notes
     result.seconds = round(time.perf_counter() - start, 3)
     return result
+
+
+@dataclass
+class _PerProcess:
+    batch: int
+    notes: list[str]
+
+
+def _per_process(batch_size: int, world_size: int) -> _PerProcess:
+    """One process's slice of a data-parallel batch and the notes that say so."""
+    from nasspeech.search.distributed import check_world, local_batch_size
+
+    if world_size == 1:
+        return _PerProcess(batch_size, [])
+    check_world(batch_size, world_size, "the batch size")
+    local = local_batch_size(batch_size, world_size)
+    note = (f"data-parallel over {world_size} processes: batch {local} per process of the "
+            f"global {batch_size}; every size is per GPU and the largest batch is per process "
+            f"(x {world_size} globally); the gradient all-reduce buffer (one copy of the "
+            "weights' gradients) and NCCL's own memory are not included")
+    return _PerProcess(local, [note])
 
 
 def device_overheads(trace: Trace, profile: GpuProfile

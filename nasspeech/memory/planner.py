@@ -71,18 +71,26 @@ def plan(
     search: SearchConfig | None = None,
     progress: Callable[[str], None] | None = None,
     limit: int | None = None,
+    world_size: int = 1,
 ) -> tuple[MemoryEstimate, list[Plan]]:
-    """The estimate of ``space`` as given and the fitting plans, best first."""
+    """The estimate of ``space`` as given and the fitting plans, best first.
+
+    ``world_size``: a data-parallel search on that many GPUs; steps are traced at one
+    process's slice of ``batch_size`` and plans' batch sizes stay global."""
     from nasspeech.memory.batch import BatchModel
     from nasspeech.memory.session import StepTracerSession
+    from nasspeech.search.distributed import check_world, local_batch_size
 
     profile = get_profile(gpu)
     search = search or SearchConfig()
+    check_world(batch_size, world_size, "the batch size")
+    global_batch, batch_size = batch_size, local_batch_size(batch_size, world_size)
     say = progress or (lambda _m: None)
     say(f"tracing the configuration as given (batch {batch_size})")
     session = StepTracerSession(space, search)
     base_trace = session.trace(batch_size)
     base = evaluate(base_trace, profile, search.order)
+    base.world_size = world_size
     plans: list[Plan] = []
     costs = per_op_costs(space, batch_size, profile, search, trace=base_trace)
     candidates = _candidates(space, costs)
@@ -97,7 +105,7 @@ def plan(
             continue
         trace = StepTracerSession(variant, search).trace(batch_size)
         est = evaluate(trace, profile, search.order)
-        plans.append(Plan(text, variant, batch_size, est,
+        plans.append(Plan(text, variant, global_batch, est,
                           _kept(variant, space, batch_size, batch_size), changes))
     say("fitting sizes against the batch size for a smaller-batch plan")
     model = BatchModel.fit(session, check=base_trace, progress=say)
@@ -108,8 +116,8 @@ def plan(
             trace = session.trace(best)
             est = evaluate(trace, profile, search.order)
             est.max_batch_size = best
-            plans.append(Plan(f"batch size {best}", space, best, est,
-                              _kept(space, space, best, batch_size)))
+            plans.append(Plan(f"batch size {best * world_size}", space, best * world_size,
+                              est, _kept(space, space, best, batch_size)))
     fitting = [p for p in plans if p.estimate.fits]
     fitting.sort(key=lambda p: (-p.kept, p.estimate.total_bytes))
     return base, fitting

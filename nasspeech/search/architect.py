@@ -25,6 +25,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: Sums gradient lists over data-parallel processes (nasspeech.search.distributed).
+GradSync = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 HVP = Literal["finite_difference", "exact"]
 HVP_MODES: tuple[str, ...] = ("finite_difference", "exact")
 
@@ -44,6 +46,7 @@ class Architect:
         loss_fn: LossFn = F.cross_entropy,
         fd_radius: float = 0.01,
         hvp: HVP = "finite_difference",
+        grad_sync: GradSync | None = None,
     ) -> None:
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (second order), got {order}")
@@ -56,6 +59,11 @@ class Architect:
         self.w_momentum = w_momentum
         self.w_weight_decay = w_weight_decay
         self.fd_radius = fd_radius
+        # data-parallel search: every gradient list taken below is summed over the processes
+        # (their losses are pre-weighted by their share of the batch), so w', v, eps and the
+        # alpha step are the same in every process
+        self.grad_sync = grad_sync
+        self._sync = grad_sync or (lambda grads: grads)
         self.alphas = list(model.alpha_parameters())
         self.optimizer = torch.optim.Adam(
             self.alphas, lr=lr, betas=betas, weight_decay=weight_decay
@@ -73,7 +81,7 @@ class Architect:
         self.optimizer.zero_grad(set_to_none=True)
         if self.order == 1:
             loss = self.loss_fn(self.model(val_batch[0]), val_batch[1])
-            grads = _grad(loss, self.alphas)
+            grads = self._sync(_grad(loss, self.alphas))
         else:
             loss, grads = self.second_order_gradient(train_batch, val_batch, eta, w_optimizer)
         for a, g in zip(self.alphas, grads):
@@ -96,10 +104,15 @@ class Architect:
                 unrolled = self._virtual_step(names, weights, train_batch, eta, w_optimizer,
                                               True)
                 val_loss = self.loss_fn(self._call(unrolled, val_batch[0]), val_batch[1])
-                return val_loss, _grad(val_loss, self.alphas)
+                # data-parallel: w' holds the summed training gradient (a differentiable sum,
+                # see _virtual_step), so this alpha gradient is the process's share of the
+                # global one, second-order term included; summing it is enough. Summing only
+                # this one would not be: with a per-process w', the mean of the processes'
+                # Hessian-vector products is not the product of the means.
+                return val_loss, self._sync(_grad(val_loss, self.alphas))
         unrolled = self._virtual_step(names, weights, train_batch, eta, w_optimizer)
         val_loss = self.loss_fn(self._call(unrolled, val_batch[0]), val_batch[1])
-        grads = _grad(val_loss, self.alphas + list(unrolled.values()))
+        grads = self._sync(_grad(val_loss, self.alphas + list(unrolled.values())))
         d_alpha = grads[: len(self.alphas)]
         vector = grads[len(self.alphas) :]
         implicit = self.hessian_vector_product(names, weights, vector, train_batch)
@@ -124,7 +137,7 @@ class Architect:
         for sign in (1.0, -1.0):
             shifted = {n: w.detach() + sign * eps * v for n, w, v in zip(names, weights, vector)}
             loss = self.loss_fn(self._call(shifted, batch[0]), batch[1])
-            grads.append(_grad(loss, self.alphas))
+            grads.append(self._sync(_grad(loss, self.alphas)))
         return [(gp - gn) / (2 * eps) for gp, gn in zip(*grads)]
 
     # -- helpers -----------------------------------------------------------------------
@@ -145,7 +158,7 @@ class Architect:
         """``w' = w - eta * step``: detached leaves, or (``create_graph``) differentiable in the
         alphas through the training gradient, for the exact Hessian-vector product."""
         loss = self.loss_fn(self.model(batch[0]), batch[1])
-        grads = _grad(loss, weights, create_graph)
+        grads = self._sync(_grad(loss, weights, create_graph))
         unrolled = {}
         for name, w, g in zip(names, weights, grads):
             step = g + self.w_weight_decay * w.detach()

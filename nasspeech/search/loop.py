@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasspeech.search.architect import Architect, Batch
+from nasspeech.search.architect import Architect, Batch, GradSync, LossFn
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -54,15 +54,18 @@ def weight_step(
     grad_clip: float | None = 5.0,
     params: list[torch.Tensor] | None = None,
     aux_weight: float = 0.0,
+    loss_fn: LossFn = F.cross_entropy,
+    grad_sync: GradSync | None = None,
 ) -> StepResult:
     """One optimiser step on ``batch`` with gradient-norm clipping over ``params``.
 
     ``aux_weight`` > 0 adds that times the loss of the model's auxiliary logits
-    (``model.aux_logits``, DARTS's auxiliary head) to the loss; ``loss`` reports the main one."""
+    (``model.aux_logits``, DARTS's auxiliary head) to the loss; ``loss`` reports the main one.
+    ``grad_sync`` sums the gradients over data-parallel processes before clipping."""
     x, y = batch
     optimizer.zero_grad(set_to_none=True)
     logits = model(x)
-    loss = F.cross_entropy(logits, y)
+    loss = loss_fn(logits, y)
     total, aux_loss = loss, None
     if aux_weight:
         aux_logits = getattr(model, "aux_logits", None)
@@ -73,6 +76,11 @@ def weight_step(
         total = loss + aux_weight * aux_loss
     _check_finite(total, "training")
     total.backward()
+    if grad_sync is not None:
+        used = [p for p in (params if params is not None else model.parameters())
+                if p.grad is not None]
+        for p, g in zip(used, grad_sync([p.grad for p in used])):
+            p.grad = g
     if grad_clip:
         nn.utils.clip_grad_norm_(params if params is not None else model.parameters(), grad_clip)
     optimizer.step()
@@ -104,7 +112,8 @@ def search_step(
     # the weight step treats the op weights softmax(alpha) as constants, so the op outputs
     # need not be kept for an alpha gradient
     with frozen(architect.alphas):
-        result = weight_step(model, w_optimizer, train_batch, grad_clip, params=weights)
+        result = weight_step(model, w_optimizer, train_batch, grad_clip, params=weights,
+                             loss_fn=architect.loss_fn, grad_sync=architect.grad_sync)
     result.alpha_loss = alpha_loss
     return result
 

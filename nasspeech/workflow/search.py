@@ -5,10 +5,15 @@ Weights are trained on a seeded part of the search set and the alphas on the res
 Every epoch writes the genotype, the alpha softmax history (and the PC-DARTS edge weights where
 a component has edge normalisation), a JSONL record and an atomic checkpoint, so an
 interrupted search resumes exactly.
+
+Data-parallel (a :class:`~nasspeech.search.distributed.Group`, docs/distributed-search.md):
+every process runs this loop on its slice of the same global batches; process 0 alone opens
+and writes the run directory and sends a checkpoint to resume to the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import time
@@ -23,8 +28,10 @@ from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write
 from nasspeech.observe import TensorBoardLog
 from nasspeech.search import NonFiniteLossError, predict
+from nasspeech.search.distributed import Group, check_world
 from nasspeech.search.recipe import build_search
 from nasspeech.search.techniques.collapse import AuxSkip, CollapseGuard
+from nasspeech.space.supernet import Supernet
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, split_search
@@ -60,23 +67,40 @@ def run_search(
     progress: bool = True,
     stop_after: int | None = None,
     restart: bool = False,
+    group: Group | None = None,
 ) -> SearchResult:
     """Search on fold ``fold``; ``stop_after=k`` ends after epoch k (still resumable).
 
     ``resume`` continues from the checkpoint in ``out_dir`` (optimisation settings may have
     changed; a directory without a checkpoint starts again); ``restart`` deletes what
-    ``out_dir`` holds first. The run directory is locked while the search runs."""
+    ``out_dir`` holds first. The run directory is locked while the search runs.
+
+    ``group``: this process's place in a data-parallel search (every process calls this with
+    the same arguments); without ``config.threads`` each process then uses one CPU thread."""
     data.fold(fold)  # a bad fold fails before the run directory exists
-    with open_run_dir(out_dir, resume, restart) as run_dir, \
-            use_threads(config.threads) as threads:
-        return _search(config, data, fold, run_dir, resume, progress, stop_after, threads)
+    threads = config.threads
+    if group is not None:
+        check_world(config.search.batch_size, group.world_size)
+        if threads is None and group.device.type == "cpu":
+            threads = 1
+    if group is None or group.is_main:
+        with group.main_setup() if group else contextlib.nullcontext(), \
+                open_run_dir(out_dir, resume, restart) as run_dir, \
+                use_threads(threads) as used:
+            return _search(config, data, fold, run_dir, resume, progress, stop_after, used,
+                           group)
+    with use_threads(threads) as used:  # the others write nothing
+        return _search(config, data, fold, Path(out_dir), resume, False, stop_after, used,
+                       group)
 
 
 def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: bool,
-            progress: bool, stop_after: int | None, threads: dict[str, int]) -> SearchResult:
+            progress: bool, stop_after: int | None, threads: dict[str, int],
+            group: Group | None = None) -> SearchResult:
     sc = config.search
     split = data.fold(fold)
-    device = resolve_device(config.device)
+    main = group is None or group.is_main
+    device = resolve_device(config.device) if group is None else group.device
     w_idx, a_idx = split_search(split.search, sc.alpha_fraction, config.seed + fold)
     x, y = data.x.to(device), data.y.to(device)
     train_stream = BatchStream(x, y, w_idx, sc.batch_size, True, config.seed, salt=2 * fold)
@@ -84,7 +108,7 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
 
     seed_everything(config.seed + fold)
     model = config.space.build_supernet().to(device)
-    recipe = build_search(sc, model)
+    recipe = build_search(sc, model, group=group)
     w_opt, architect = recipe.w_optimizer, recipe.architect
     aux = AuxSkip(model, sc.collapse.aux_skip_beta) if sc.collapse.remedy == "aux_skip" else None
     guard = CollapseGuard(sc.collapse)
@@ -93,9 +117,13 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
     beta_history: list[dict[str, list[float]]] = []
     start, stopped, changes = 0, None, {}
     ckpt = None
-    if resume:
+    if resume and main:  # processes other than 0 get the checkpoint from it
         ckpt, changes = resume_point(run_dir, "search", fold, config.model_dump(mode="json"),
-                                     SEARCH_FIXED, device)
+                                     SEARCH_FIXED, device if group is None else "cpu")
+    done = ckpt is not None and (bool(ckpt.get("stopped")) or ckpt["epoch"] >= sc.epochs) \
+        and main and (run_dir / "genotype.json").is_file()
+    if group is not None:
+        ckpt, done = group.share_setup((ckpt, done))
     if ckpt is not None:
         _check_betas(run_dir, model, ckpt["model"])
         model.load_state_dict(ckpt["model"])
@@ -108,16 +136,20 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
         history, start, stopped = ckpt["alpha_history"], ckpt["epoch"], ckpt.get("stopped")
         beta_history = ckpt.get("beta_history", [])
         set_rng_state(ckpt["rng"])
-    if (stopped or start >= sc.epochs) and (run_dir / "genotype.json").is_file():
-        return SearchResult(run_dir, model.genotype(), len(history), stopped, history,  # done
+    if group is not None:
+        group.broadcast_module(model)  # process 0's weights and alphas, everywhere
+    if done:
+        return SearchResult(run_dir, model.genotype(), len(history), stopped, history,
                             beta_history)
-    if not start:
-        write_json(run_dir / "fold.json", {
-            "fold": fold, "search_weights": len(w_idx), "search_alphas": len(a_idx),
-            **split.summary()})
-    config.save(run_dir / "config.yaml")  # the settings in effect
-    log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
-    tb = TensorBoardLog.open(config, run_dir, start)  # None unless log.tensorboard
+    log = tb = None
+    if main:
+        if not start:
+            write_json(run_dir / "fold.json", {
+                "fold": fold, "search_weights": len(w_idx), "search_alphas": len(a_idx),
+                **split.summary()})
+        config.save(run_dir / "config.yaml")  # the settings in effect
+        log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
+        tb = TensorBoardLog.open(config, run_dir, start)  # None unless log.tensorboard
     end = sc.epochs if stop_after is None else min(sc.epochs, stop_after)
     steps = len(train_stream)
     bar = tqdm(total=sc.epochs * steps, initial=min(start, sc.epochs) * steps,
@@ -128,6 +160,7 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
     try:
         for epoch in range(start, end if stopped is None else start):
             t0 = time.perf_counter()
+            sent = group.bytes_reduced if group else 0
             lr = cosine_lr(epoch, sc.epochs, sc.lr, sc.lr_min)
             set_hyper(w_opt, lr=lr)
             beta = aux.set_epoch(epoch, sc.epochs) if aux else None
@@ -148,6 +181,15 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{res.loss:.3f}")
             genotype = model.genotype()
+            if not main:  # process 0 writes, evaluates and decides; the others follow it
+                history.append({k: v.tolist() for k, v in model.alpha_softmax().items()})
+                betas = {k: v.tolist() for k, v in model.beta_softmax().items()}
+                if betas:
+                    beta_history.append(betas)
+                stopped = _sync_epoch(group, model, None, sc.check_ranks, epoch)
+                if stopped:
+                    break
+                continue
             atomic_write(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json", genotype.to_json())
             softmax = model.alpha_softmax()
             history.append({k: v.tolist() for k, v in softmax.items()})
@@ -165,7 +207,8 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                 "train_acc": correct / count,
                 "alpha_loss": sum(alpha_losses) / len(alpha_losses) if alpha_losses else None,
                 "val_acc": float((pred == true).float().mean()), "aux_skip_beta": beta,
-                **report.to_json(), **threads, "seconds": round(time.perf_counter() - t0, 3),
+                **report.to_json(), **threads, **_group_record(group, sent),
+                "seconds": round(time.perf_counter() - t0, 3),
                 **({"config_changes": changes} if changes else {})})
             changes = {}  # logged with the first epoch after the resume
             write_json(run_dir / "alpha_history.json", history)
@@ -181,13 +224,17 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
                 "w_optimizer": w_opt.state_dict(),
                 "alpha_optimizer": architect.optimizer.state_dict(),
                 "alpha_history": history, "beta_history": beta_history, "stopped": stopped})
+            if group is not None:
+                stopped = _sync_epoch(group, model, stopped, sc.check_ranks, epoch)
             if stopped:
                 tqdm.write(stopped, file=sys.stderr)
                 break
     except KeyboardInterrupt:
         bar.close()
-        print(f"\ninterrupted in epoch {epoch + 1}: the checkpoint after epoch "
-              f"{len(history)} is kept in {run_dir}; continue with --resume", file=sys.stderr)
+        if main:
+            print(f"\ninterrupted in epoch {epoch + 1}: the checkpoint after epoch "
+                  f"{len(history)} is kept in {run_dir}; continue with --resume",
+                  file=sys.stderr)
         raise
     finally:
         bar.close()
@@ -196,7 +243,7 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
         if tb is not None:
             tb.close()
     genotype = model.genotype()
-    if len(history) >= sc.epochs or stopped:
+    if main and (len(history) >= sc.epochs or stopped):
         finish_search(run_dir, genotype, history, config, beta_history)
     return SearchResult(run_dir, genotype, len(history), stopped, history, beta_history)
 
@@ -212,6 +259,27 @@ def _check_betas(run_dir: Path, model: Any, state: dict) -> None:
             "normalisation existed, which partial_channels > 1 now turns on; pass --restart "
             "to search again with it, or finish the run with the nasspeech version that "
             "started it")
+
+
+def _group_record(group: Group | None, sent: int) -> dict[str, int]:
+    """The log's data-parallel fields: processes and bytes all-reduced by each this epoch."""
+    if group is None:
+        return {}
+    return {"processes": group.world_size, "allreduce_bytes": group.bytes_reduced - sent}
+
+
+def _sync_epoch(group: Group, model: Supernet, stopped: str | None, check: bool,
+                epoch: int) -> str | None:
+    """Process 0's BatchNorm statistics and stop decision, everywhere; with ``check``
+    (``search.check_ranks``), fail unless every process holds the same alphas, weights and
+    buffers, bit for bit."""
+    group.broadcast_tensors(list(model.buffers()))
+    stopped = group.broadcast_object(stopped)
+    if check:
+        group.check_identical({"alphas": list(model.alpha_parameters()),
+                               "weights": list(model.weight_parameters()),
+                               "buffers": list(model.buffers())}, f"after epoch {epoch + 1}")
+    return stopped
 
 
 def _nan_message(exc: Exception, epoch: int, step: int, run_dir: Path) -> str:

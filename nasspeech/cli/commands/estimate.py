@@ -29,6 +29,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-op", action="store_true",
                         help="also list what removing each candidate op would save")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_nproc_argument(parser)
+
+
+def add_nproc_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="the search runs data-parallel on N GPUs (search --nproc N): "
+                             "estimate one process's slice of the batch; sizes are per GPU")
+
+
+def check_nproc(batch_size: int, nproc: int) -> None:
+    from nasspeech.search.distributed import DistributedSetupError, check_world
+
+    if nproc < 1:
+        raise CLIError(f"--nproc must be >= 1, got {nproc}")
+    try:
+        check_world(batch_size, nproc, "the batch size")
+    except DistributedSetupError as exc:
+        raise CLIError(f"--nproc {nproc}: {exc}") from None
 
 
 def load_config(config: str):
@@ -67,11 +85,16 @@ def run(args: argparse.Namespace) -> int:
     profile = resolve_gpu(args.gpu)
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_nproc(args.batch_size or config.search.batch_size, args.nproc)
     progress = None if args.json else (lambda msg: print(f"... {msg}", file=sys.stderr))
     result = estimate(config, args.batch_size, profile, args.order,
-                      max_batch=not args.no_max_batch, per_op=args.per_op, progress=progress)
+                      max_batch=not args.no_max_batch, per_op=args.per_op, progress=progress,
+                      world_size=args.nproc)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
+        if args.nproc > 1:
+            print(f"Per GPU, for a data-parallel search on {args.nproc} GPUs (batch "
+                  f"{result.batch_size} per process):")
         print(render(result))
     return 0

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nasspeech.cli.commands.estimate import load_config, resolve_gpu
+from nasspeech.cli.commands.estimate import (
+    add_nproc_argument,
+    check_nproc,
+    load_config,
+    resolve_gpu,
+)
 from nasspeech.cli.main import CLIError
 
 NAME = "plan"
@@ -23,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=10, help="how many plans to show")
     parser.add_argument("--limit", type=int, default=None,
                         help="trace at most this many candidates (each costs one trace)")
+    add_nproc_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,15 +40,19 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch_size or config.search.batch_size
     if batch < 1:
         raise CLIError(f"--batch-size must be >= 1, got {batch}")
+    check_nproc(batch, args.nproc)
     search = config.search
     if args.order:
         search = search.model_copy(update={"order": args.order})
     base, plans = plan(config.space, batch, profile, search, limit=args.limit,
-                       progress=lambda m: print(f"... {m}", file=sys.stderr))
+                       progress=lambda m: print(f"... {m}", file=sys.stderr),
+                       world_size=args.nproc)
     verdict = "fits" if base.fits else "does NOT fit"
-    print(f"As given: batch {batch}, order {search.order}: {fmt_bytes(base.total_bytes)} of "
+    per = f" ({base.batch_size} per process on each of {args.nproc} GPUs; per GPU)" \
+        if args.nproc > 1 else ""
+    print(f"As given: batch {batch}{per}, order {search.order}: {fmt_bytes(base.total_bytes)} of "
           f"{fmt_bytes(base.capacity_bytes)} on {profile.name} -> {verdict}"
-          f" (largest batch {base.max_batch_size})")
+          f" (largest batch {base.max_batch_size}{' per process' if per else ''})")
     if not plans:
         print("No candidate plan fits; try a larger GPU or a smaller space.")
         return 1
