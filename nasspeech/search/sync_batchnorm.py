@@ -16,7 +16,6 @@ own): mixed ops also reach their candidates' modules through plain lists
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cache
 
 import torch
 from torch import nn
@@ -59,17 +58,24 @@ class SyncBatchNorm(_BatchNorm):
 
     @torch.no_grad()
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> None:
-        self.num_batches_tracked.add_(1)
-        momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                    else self.momentum)
+        running_mean, running_var = self.running_mean, self.running_var
+        tracked = self.num_batches_tracked
+        assert running_mean is not None and running_var is not None and tracked is not None
+        tracked.add_(1)
+        momentum = 1.0 / float(tracked) if self.momentum is None else self.momentum
         unbiased = var * (n / max(n - 1.0, 1.0))
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
-        self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+        running_var.lerp_(unbiased.to(running_var.dtype), momentum)
 
 
-@cache
+_SYNC_CLASSES: dict[type, type] = {}
+
+
 def _sync_class(cls: type) -> type:
-    return type(f"Sync{cls.__name__}", (SyncBatchNorm, cls), {"__module__": __name__})
+    if cls not in _SYNC_CLASSES:
+        _SYNC_CLASSES[cls] = type(f"Sync{cls.__name__}", (SyncBatchNorm, cls),
+                                  {"__module__": __name__})
+    return _SYNC_CLASSES[cls]
 
 
 def convert_sync_batchnorm(module: nn.Module, reduce: Reduce, counts: Callable[[], bool]
@@ -80,7 +86,8 @@ def convert_sync_batchnorm(module: nn.Module, reduce: Reduce, counts: Callable[[
     for m in module.modules():
         if isinstance(m, _BatchNorm) and not isinstance(m, SyncBatchNorm):
             m.__class__ = _sync_class(type(m))
-            m._sync_reduce, m._sync_counts = reduce, counts
+            setattr(m, "_sync_reduce", reduce)  # noqa: B010 - plain attributes, not modules
+            setattr(m, "_sync_counts", counts)  # noqa: B010
             converted += 1
     return converted
 
