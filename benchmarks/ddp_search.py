@@ -10,7 +10,7 @@ synthetic corpus (generated and cached on first use, before any timing). The tim
 process 0's ``seconds`` in log.jsonl (steps, evaluation and checkpoint), median over the
 epochs after the first. The bytes per step are the ``allreduce_bytes`` of an epoch divided by
 its steps, next to what the gradient lists should add up to (4 bytes per float32 weight or
-alpha, see docs/distributed-search.md). The machine's load (``uptime``) is recorded before and
+alpha, see docs/distributed.md). The machine's load (``uptime``) is recorded before and
 after: the numbers are only as steady as the machine was.
 """
 

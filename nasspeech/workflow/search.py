@@ -6,7 +6,7 @@ Every epoch writes the genotype, the alpha softmax history (and the PC-DARTS edg
 a component has edge normalisation), a JSONL record and an atomic checkpoint, so an
 interrupted search resumes exactly.
 
-Data-parallel (a :class:`~nasspeech.search.distributed.Group`, docs/distributed-search.md):
+Data-parallel (a :class:`~nasspeech.search.distributed.Group`, docs/distributed.md):
 every process runs this loop on its slice of the same global batches; process 0 alone opens
 and writes the run directory and sends a checkpoint to resume to the others.
 """

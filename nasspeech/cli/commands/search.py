@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold", type=int, default=0, help="speaker-independent fold (default 0)")
     p.add_argument("--out", default=None, help="run directory (default runs/<name>/fold_K/search)")
     add_run_arguments(p, "search")
-    dp = p.add_argument_group("data-parallel search (docs/distributed-search.md)")
+    dp = p.add_argument_group("data-parallel search (docs/distributed.md)")
     dp.add_argument("--nproc", type=positive_int, default=None, metavar="N",
                     help="search in N local processes, each on its slice of every batch "
                          "(one GPU each on CUDA; 1 CPU thread each unless --threads); under "
