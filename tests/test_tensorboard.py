@@ -5,6 +5,7 @@ shows every epoch once."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,9 @@ def test_resume_shows_every_epoch_once(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         search_mod.run_search(config, data, 0, tmp_path / "s", progress=False)
     monkeypatch.setattr(search_mod, "save_checkpoint", save)
+    # event files sort by name: creation second, then a per-process counter compared as text
+    # ("10" < "9"); a real resume is a later process, here a later second keeps the order
+    time.sleep(1.1)
     search_mod.run_search(config, data, 0, tmp_path / "s", resume=True, progress=False)
     acc = events(tmp_path / "s")
     log = [json.loads(line) for line in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
