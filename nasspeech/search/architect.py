@@ -167,9 +167,12 @@ def _strided_like(w: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``value`` with the strides of parameter ``w``. The arithmetic that builds virtual
     weights picks its own strides (row-major where ``w`` is channels-last and a dim has size
     1, as in depthwise and 1x1 conv weights), and oneDNN picks a convolution's layout from the
-    weight's strides: the whole functional call would then run in NCHW, 2-4x slower."""
+    weight's strides: the whole functional call would then run in NCHW, 2-4x slower. Strides
+    that differ only where a dim has size 1 address the same memory: a view, no copy."""
     if value.stride() == w.stride():
         return value
+    if all(a == b for a, b, n in zip(value.stride(), w.stride(), w.shape) if n != 1):
+        return value.as_strided(w.shape, w.stride(), value.storage_offset())
     return torch.empty_like(w).copy_(value)
 
 
