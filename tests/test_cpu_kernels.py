@@ -213,3 +213,25 @@ def test_mixed_op_matches_pytorch_kernels(stride):
         torch.testing.assert_close(a, b)
     for a, b in zip(ours.buffers(), ref.buffers()):
         torch.testing.assert_close(a, b)
+
+
+def test_relu_then_recomputes_once_for_all_ops_that_keep_it(monkeypatch):
+    """Two convolutions keep relu(x) for their weight gradients: one recomputation serves
+    both, and the gradients are those of a plain ReLU."""
+    from nasspeech.kernels.relu import relu_then
+
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(3, 3, 3, padding=1).double() for _ in range(2)]
+    x = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    out = relu_then(x, lambda r: convs[0](r) + convs[1](r))
+    calls = []
+    relu = torch.relu
+    monkeypatch.setattr(torch, "relu", lambda t: calls.append(1) or relu(t))
+    params = [x, *convs[0].parameters(), *convs[1].parameters()]
+    grads = torch.autograd.grad(out.sum(), params)
+    monkeypatch.undo()
+    assert len(calls) == 1
+    r = torch.relu(x)
+    ref = torch.autograd.grad((convs[0](r) + convs[1](r)).sum(), params)
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b)
