@@ -4,8 +4,9 @@
     python benchmarks/search_step.py emodarts-small --order 2
     python benchmarks/search_step.py all --write benchmarks/results/search_step.md
 
-Reports the median wall time of ``--steps`` steps after ``--warmup`` warm-up steps and the
-process's peak resident set size (ru_maxrss), as JSON lines.
+Reports the median wall time (and process CPU time) of ``--steps`` steps after ``--warmup``
+warm-up steps and the process's peak resident set size (ru_maxrss), as JSON lines.
+``benchmarks/search_step_ratios.py`` runs it against another checkout, alternating.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ SETTINGS = {
     # the issue's reference setting: CNN component alone, 8 channels, 4 cells x 4 nodes
     "cnn": dict(input_shape=(1, 128, 128), batch=16, components=[
         dict(name="cnn", family="cnn", ops=CNN_OPS, cells=4, nodes=4, channels=8)]),
+    # the same supernet at a quarter of the input: the pytest-benchmark ratio guards
+    "cnn-small": dict(input_shape=(1, 64, 64), batch=8, components=[
+        dict(name="cnn", family="cnn", ops=CNN_OPS, cells=4, nodes=4, channels=8)]),
     # the whole emoDARTS supernet (CNN + seq, joint) at a small setting
     "emodarts-small": dict(input_shape=(1, 64, 64), batch=8, components=[
         dict(name="cnn", family="cnn", ops=CNN_OPS, cells=4, nodes=4, channels=8,
@@ -42,6 +46,7 @@ SETTINGS = {
 def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dict:
     import torch
 
+    import nasspeech
     from nasspeech.search import Architect, search_step
     from nasspeech.space import SearchSpace
 
@@ -56,25 +61,33 @@ def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dic
     x = torch.randn(2 * s["batch"], *s["input_shape"])
     y = torch.randint(0, 4, (2 * s["batch"],))
     train, val = (x[: s["batch"]], y[: s["batch"]]), (x[s["batch"] :], y[s["batch"] :])
-    times = []
+    times, cpu = [], []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         search_step(net, arch, opt, train, val, lr=0.025)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     return {
         "setting": name, "order": order, "batch": s["batch"], "threads": threads,
         "step_s_median": round(statistics.median(times), 3), "step_s_all": [round(t, 3) for t in times],
+        "cpu_s_median": round(statistics.median(cpu), 3),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
-        "torch": torch.__version__,
+        "torch": torch.__version__, "nasspeech": str(Path(nasspeech.__file__).parent.parent),
     }
 
 
-def measure(name: str, order: int = 1, steps: int = 2, warmup: int = 1, threads: int = 2) -> dict:
-    """Run one setting in a fresh interpreter so that its peak RSS is its own."""
+def measure(name: str, order: int = 1, steps: int = 2, warmup: int = 1, threads: int = 2,
+            tree: str | None = None) -> dict:
+    """Run one setting in a fresh interpreter so that its peak RSS is its own; ``tree``: the
+    checkout whose ``nasspeech`` it imports (default: whatever the interpreter finds)."""
     cmd = [sys.executable, __file__, name, "--order", str(order), "--steps", str(steps),
            "--warmup", str(warmup), "--threads", str(threads), "--inline"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = None
+    if tree is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -144,3 +144,94 @@ def test_relu_then_passes_other_saved_tensors_to_outer_hooks():
     assert (3, 3, 3, 3) in seen  # the conv's weight, saved inside relu_then
     out.backward()
     assert x.grad is not None and conv.weight.grad is not None
+
+
+@pytest.mark.parametrize(("with_acc", "x_grad", "w_grad"),
+                         [(False, True, True), (True, True, True), (True, False, True),
+                          (True, True, False)])
+def test_weighted_batchnorm_sum_matches_pytorch(with_acc, x_grad, w_grad):
+    """``acc + w * bn(x)`` in one node: values, running statistics and the gradients of acc,
+    x and w (the alpha step freezes the weights, the weight step the alphas)."""
+    torch.manual_seed(0)
+    ours, ref = SearchBatchNorm2d(5).double(), nn.BatchNorm2d(5, affine=False).double()
+    x = (torch.randn(4, 5, 6, 7, dtype=torch.double) * 3 + 1).contiguous(
+        memory_format=torch.channels_last).requires_grad_(x_grad)
+    w = torch.tensor(0.3, dtype=torch.double, requires_grad=w_grad)
+    base = torch.randn(4, 5, 6, 7, dtype=torch.double, requires_grad=True)
+    acc = base * 1.0 if with_acc else None  # a non-leaf, as in the mixed op
+    out = ours.weighted_sum(acc, x, w)
+    y_ref = ref(x) * w
+    out_ref = y_ref + base if with_acc else y_ref
+    torch.testing.assert_close(out, out_ref)
+    g = torch.randn_like(out)
+    inputs = [t for t, used in ((base, with_acc), (x, x_grad), (w, w_grad)) if used]
+    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(out_ref, inputs, g)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    assert int(ours.num_batches_tracked) == 1
+
+
+def test_weighted_batchnorm_sum_double_backward():
+    torch.manual_seed(0)
+    bn = SearchBatchNorm2d(3).double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    w = torch.tensor(0.7, dtype=torch.double, requires_grad=True)
+    acc = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+
+    def fn(a, t, s):
+        return bn.weighted_sum(a * 1.0, t, s) ** 2
+
+    assert torch.autograd.gradcheck(fn, (acc, x, w))
+    assert torch.autograd.gradgradcheck(fn, (acc, x, w))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mixed_op_matches_pytorch_kernels(stride):
+    """The whole edge (shared ReLU, fused BatchNorm tails, custom convolutions) against
+    PyTorch's own kernels: output, input, alpha and weight gradients, running statistics."""
+    import copy
+
+    names = ["max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+             "dil_conv_5x5", "conv_7x1_1x7", "skip_connect", "none"]
+    torch.manual_seed(0)
+    ours = MixedOp([get_op("cnn", n) for n in names], 6, stride, CnnLayout()).double().to(
+        memory_format=torch.channels_last)
+    assert sum(t is not None for t in ours._bn_tail) == 7  # all but skip_connect
+    ref = copy.deepcopy(ours)
+    x = torch.randn(3, 6, 9, 10, dtype=torch.double).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    w = torch.softmax(torch.randn(len(names), dtype=torch.double), 0).requires_grad_()
+    out = ours(x, w)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, w, *ours.parameters()], g)
+    with reference_kernels():
+        out_ref = ref(x, w)
+        grads_ref = torch.autograd.grad(out_ref, [x, w, *ref.parameters()], g)
+    torch.testing.assert_close(out, out_ref)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(ours.buffers(), ref.buffers()):
+        torch.testing.assert_close(a, b)
+
+
+def test_relu_then_recomputes_once_for_all_ops_that_keep_it(monkeypatch):
+    """Two convolutions keep relu(x) for their weight gradients: one recomputation serves
+    both, and the gradients are those of a plain ReLU."""
+    from nasspeech.kernels.relu import relu_then
+
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(3, 3, 3, padding=1).double() for _ in range(2)]
+    x = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    out = relu_then(x, lambda r: convs[0](r) + convs[1](r))
+    calls = []
+    relu = torch.relu
+    monkeypatch.setattr(torch, "relu", lambda t: calls.append(1) or relu(t))
+    params = [x, *convs[0].parameters(), *convs[1].parameters()]
+    grads = torch.autograd.grad(out.sum(), params)
+    monkeypatch.undo()
+    assert len(calls) == 1
+    r = torch.relu(x)
+    ref = torch.autograd.grad((convs[0](r) + convs[1](r)).sum(), params)
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b)

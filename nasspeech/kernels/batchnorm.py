@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nasspeech.kernels.dispatch import fast_cpu_path
+
 _native_bn = torch.ops.aten.native_batch_norm.default
 _native_bn_backward = torch.ops.aten.native_batch_norm_backward.default
 
@@ -35,24 +37,83 @@ class _OutputSavingBatchNorm(torch.autograd.Function):
         if grad is None and grad_invstd is None:
             return None, None, None, None, None
         if grad is not None and grad_invstd is None and not torch.is_grad_enabled():
-            # the native kernel on the normalised input (mean 0, invstd 1), scaled by invstd
-            # through its ``weight`` argument
-            zero, one = torch.zeros_like(invstd), torch.ones_like(invstd)
-            grad_x = _native_bn_backward(grad, y, invstd, None, None, zero, one, True, 0.0,
-                                         [True, False, False])[0]
-            return grad_x, None, None, None, None
-        # differentiable form (double backward, or a gradient through invstd)
-        n = y.numel() // y.shape[1]
-        dims = [0, *range(2, y.dim())]
-        shape = [1, -1] + [1] * (y.dim() - 2)
-        grad_x = torch.zeros_like(y)
-        if grad is not None:
-            mean_g = grad.sum(dims) / n
-            mean_gy = (grad * y).sum(dims) / n
-            grad_x = invstd.view(shape) * (grad - mean_g.view(shape) - y * mean_gy.view(shape))
-        if grad_invstd is not None:  # d invstd / dx = -invstd^2 * y / n
-            grad_x = grad_x - (invstd.square() * grad_invstd / n).view(shape) * y
-        return grad_x, None, None, None, None
+            return _fast_grad(grad, y, invstd, False)[0], None, None, None, None
+        return _differentiable_grad(grad, grad_invstd, y, invstd), None, None, None, None
+
+
+class _WeightedBatchNormSum(torch.autograd.Function):
+    """``acc + w * y`` with ``(y, invstd)`` a training-mode BatchNorm without affine
+    parameters of ``z``: the BatchNorm that ends a candidate op and its term of the mixed
+    op's weighted sum, in one autograd node.
+
+    The sum is accumulated in place, and the backward needs no product ``w * grad`` and no
+    separate ``sum(grad * y)`` for the gradient of ``w``: the native BatchNorm backward with
+    ``weight = w * invstd`` gives ``dz`` and, as its weight gradient, the per-channel
+    ``sum(grad * y)`` whose total is ``dw``. ``y`` and ``invstd`` are outputs too, so that a
+    double backward differentiates through them.
+    """
+
+    @staticmethod
+    def forward(ctx, acc, z, w, running_mean, running_var, momentum, eps):  # type: ignore[override]
+        y, _, invstd = _native_bn(z, None, None, running_mean, running_var, True, momentum, eps)
+        ctx.save_for_backward(y, invstd, w)
+        ctx.set_materialize_grads(False)
+        if acc is None:
+            return y * w, y, invstd
+        ctx.mark_dirty(acc)
+        return acc.addcmul_(y, w), y, invstd
+
+    @staticmethod
+    def backward(ctx, grad, grad_y, grad_invstd):  # type: ignore[override]
+        y, invstd, w = ctx.saved_tensors
+        need_acc, need_z, need_w = ctx.needs_input_grad[:3]
+        grad_acc = grad if need_acc else None
+        grad_z = grad_w = None
+        if grad is not None and grad_y is None and grad_invstd is None \
+                and not torch.is_grad_enabled():
+            if need_z:
+                grad_z, per_channel = _fast_grad(grad, y, invstd * w, need_w)
+                grad_w = per_channel.sum() if need_w else None
+            elif need_w:
+                grad_w = (grad * y).sum()
+        else:
+            if need_w and grad is not None:
+                grad_w = (grad * y).sum()
+            if need_z:
+                dy = None if grad is None else grad * w
+                if grad_y is not None:
+                    dy = grad_y if dy is None else dy + grad_y
+                grad_z = _differentiable_grad(dy, grad_invstd, y, invstd)
+        return grad_acc, grad_z, grad_w, None, None, None, None
+
+
+def _fast_grad(grad: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, per_channel: bool
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``scale * (grad - mean(grad) - y * mean(grad * y))`` per channel (the input gradient of
+    a BatchNorm with output ``y`` times ``scale``) and, if asked, the per-channel
+    ``sum(grad * y)``: the native kernel run on the normalised input (mean 0, invstd 1) with
+    ``scale`` as its weight."""
+    zero, one = torch.zeros_like(scale), torch.ones_like(scale)
+    grad_x, grad_scale, _ = _native_bn_backward(grad, y, scale, None, None, zero, one, True, 0.0,
+                                                [True, per_channel, False])
+    return grad_x, grad_scale
+
+
+def _differentiable_grad(grad: torch.Tensor | None, grad_invstd: torch.Tensor | None,
+                         y: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
+    """The input gradient of ``(y, invstd) = bn(x)`` in differentiable ops (double backward,
+    or a gradient through ``invstd``)."""
+    n = y.numel() // y.shape[1]
+    dims = [0, *range(2, y.dim())]
+    shape = [1, -1] + [1] * (y.dim() - 2)
+    grad_x = torch.zeros_like(y)
+    if grad is not None:
+        mean_g = grad.sum(dims) / n
+        mean_gy = (grad * y).sum(dims) / n
+        grad_x = invstd.view(shape) * (grad - mean_g.view(shape) - y * mean_gy.view(shape))
+    if grad_invstd is not None:  # d invstd / dx = -invstd^2 * y / n
+        grad_x = grad_x - (invstd.square() * grad_invstd / n).view(shape) * y
+    return grad_x
 
 
 class SearchBatchNorm2d(nn.BatchNorm2d):
@@ -75,6 +136,21 @@ class SearchBatchNorm2d(nn.BatchNorm2d):
         y, _ = _OutputSavingBatchNorm.apply(x, self.running_mean, self.running_var,
                                             self.momentum, self.eps)
         return y
+
+    def weighted_sum(self, acc: torch.Tensor | None, x: torch.Tensor, w: torch.Tensor
+                     ) -> torch.Tensor:
+        """``acc + w * self(x)`` (``w * self(x)`` if ``acc`` is None), ``acc`` updated in place
+        where it can be: one autograd node instead of three on real CPU tensors in training
+        (see :class:`_WeightedBatchNormSum`); PyTorch's own ops elsewhere."""
+        if (not self.training or self.momentum is None or not self.track_running_stats
+                or not torch.is_grad_enabled() or x.dim() != 4 or not fast_cpu_path(x)
+                or not (x.requires_grad or w.requires_grad)):
+            y = self(x)
+            return w * y if acc is None else torch.addcmul(acc, w, y)
+        self.num_batches_tracked.add_(1)
+        out, _, _ = _WeightedBatchNormSum.apply(acc, x, w, self.running_mean, self.running_var,
+                                                self.momentum, self.eps)
+        return out
 
 
 def use_search_batchnorm(module: nn.Module) -> nn.Module:

@@ -5,7 +5,9 @@ weight gradient; the ReLU's own backward keeps it too. :func:`relu_then` compute
 with a backward that needs only ``x`` (which the graph keeps anyway: it is a node of the
 cell) and lets ``body`` save a *recipe* instead of the ReLU's output: whenever ``body``'s
 backward needs it, ``relu(x)`` is recomputed (one cheap pass). One activation fewer per
-ReLU -> conv pair, on every device.
+ReLU -> conv pair, on every device. Where several ops of the edge keep ``relu(x)`` (the
+weight gradients of all its first convolutions), the recomputed tensor is shared: computed
+at the first unpack, dropped after the last.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ def relu_then(x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]) -> 
     # autograd keeps the pack hook as long as anything it packed: hold relu(x) only
     # while ``body`` runs, or it would stay alive through the backward pass
     current = [relu_x]
+    recipe = _Recompute(x)
     # hooks already active (e.g. the memory estimator's) still see every other saved tensor
     outer = outer_saved_tensor_hooks()
 
     def pack(t: torch.Tensor) -> object:
         if current and t is current[0]:
-            return _Recompute(x)
+            recipe.pending += 1
+            return recipe
         return t if outer is None else _Outer(outer[0](t), outer[1])
 
     try:
@@ -52,15 +56,26 @@ class _Outer:
 
 
 class _Recompute:
-    __slots__ = ("source",)
+    """``relu(source)``, recomputed at the first unpack and kept until every op that saved it
+    has unpacked it (``pending``); recomputed again if unpacked more often."""
+
+    __slots__ = ("source", "pending", "value")
 
     def __init__(self, source: torch.Tensor) -> None:
         self.source = source
+        self.pending = 0
+        self.value: torch.Tensor | None = None
+
+    def get(self) -> torch.Tensor:
+        value = self.value if self.value is not None else torch.relu(self.source)
+        self.pending -= 1
+        self.value = value if self.pending > 0 else None
+        return value
 
 
 def _unpack(packed: object) -> torch.Tensor:
     if isinstance(packed, _Recompute):
-        return torch.relu(packed.source)
+        return packed.get()
     if isinstance(packed, _Outer):
         return packed.unpack(packed.packed)
     return packed  # type: ignore[return-value]

@@ -135,7 +135,8 @@ class Architect:
         eps = self.fd_radius / norm.clamp_min(1e-12)
         grads = []
         for sign in (1.0, -1.0):
-            shifted = {n: w.detach() + sign * eps * v for n, w, v in zip(names, weights, vector)}
+            shifted = {n: _strided_like(w, w.detach() + sign * eps * v)
+                       for n, w, v in zip(names, weights, vector)}
             loss = self.loss_fn(self._call(shifted, batch[0]), batch[1])
             grads.append(self._sync(_grad(loss, self.alphas)))
         return [(gp - gn) / (2 * eps) for gp, gn in zip(*grads)]
@@ -166,13 +167,26 @@ class Architect:
                 buf = w_optimizer.state.get(w, {}).get("momentum_buffer")
                 if buf is not None:
                     step = step + self.w_momentum * buf
-            new = w.detach() - eta * step
+            new = _strided_like(w, w.detach() - eta * step)
             unrolled[name] = new if create_graph else new.requires_grad_(True)
         return unrolled
 
     def _call(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         # alphas stay the module's own parameters, so gradients reach them
         return functional_call(self.model, params, (x,), strict=False)
+
+
+def _strided_like(w: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` with the strides of parameter ``w``. The arithmetic that builds virtual
+    weights picks its own strides (row-major where ``w`` is channels-last and a dim has size
+    1, as in depthwise and 1x1 conv weights), and oneDNN picks a convolution's layout from the
+    weight's strides: the whole functional call would then run in NCHW, 2-4x slower. Strides
+    that differ only where a dim has size 1 address the same memory: a view, no copy."""
+    if value.stride() == w.stride():
+        return value
+    if all(a == b for a, b, n in zip(value.stride(), w.stride(), w.shape) if n != 1):
+        return value.as_strided(w.shape, w.stride(), value.storage_offset())
+    return torch.empty_like(w).copy_(value)
 
 
 def _grad(loss: torch.Tensor, inputs: list[torch.Tensor],

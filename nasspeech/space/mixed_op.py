@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasspeech.kernels.batchnorm import use_search_batchnorm
+from nasspeech.kernels.batchnorm import SearchBatchNorm2d, use_search_batchnorm
 from nasspeech.kernels.relu import relu_then
+from nasspeech.ops.blocks import ReLULed
 from nasspeech.registry import Family, Operation
 from nasspeech.registry.validation import name_failed_op
 
@@ -25,6 +26,28 @@ def split_leading_relu(module: nn.Module) -> nn.Module | None:
             return None
         rest = [inner, *list(module)[1:]]
     return nn.Sequential(*rest)
+
+
+def split_trailing_batchnorm(module: nn.Module | None
+                             ) -> tuple[nn.Module, SearchBatchNorm2d] | None:
+    """If ``module`` ends with a :class:`SearchBatchNorm2d` (possibly nested in Sequentials),
+    return ``(rest, bn)``, ``rest`` sharing its sub-modules and computing what ``module`` does
+    before ``bn``; otherwise None."""
+    if not isinstance(module, nn.Sequential) or len(module) == 0:
+        return None
+    *rest, last = list(module)
+    if isinstance(last, SearchBatchNorm2d):
+        bn = last
+    else:
+        inner = split_trailing_batchnorm(last)
+        if inner is None:
+            return None
+        rest, bn = [*rest, inner[0]], inner[1]
+    if isinstance(module, ReLULed):  # keeps its ReLU's output out of the saved tensors
+        return ReLULed(*rest), bn
+    if type(module) is nn.Sequential:
+        return nn.Sequential(*rest), bn
+    return None
 
 
 def channel_shuffle(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
@@ -50,7 +73,9 @@ class MixedOp(nn.Module):
 
     Ops that begin with a ReLU (all DARTS convolutions) share one ReLU of the edge input
     instead of computing and storing it once each; the weighted sum is accumulated with
-    ``addcmul`` (one kernel, no separate product tensor).
+    ``addcmul`` (one kernel, no separate product tensor), and where an op ends with a
+    parameter-free BatchNorm, that BatchNorm and the op's term of the sum are one autograd
+    node (:meth:`SearchBatchNorm2d.weighted_sum`).
     """
 
     def __init__(
@@ -82,6 +107,9 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(modules)
         # bodies after the shared ReLU; plain list: they share parameters with self.ops
         self._after_relu: list[nn.Module | None] = [split_leading_relu(m) for m in modules]
+        # (body before its final BatchNorm, that BatchNorm), of the op or of its after-ReLU body
+        self._bn_tail = [split_trailing_batchnorm(body if body is not None else m)
+                         for m, body in zip(modules, self._after_relu)]
         self.skip_path = (
             layout.reduce_residual(channels - width)
             if partial_channels > 1 and stride == 2
@@ -118,6 +146,11 @@ class MixedOp(nn.Module):
         out: torch.Tensor | None = None
         for k, (i, op, body) in enumerate(zip(self.op_index, self.ops, self._after_relu)):
             try:
+                tail = self._bn_tail[k]
+                if tail is not None:
+                    z = tail[0](relu_x if body is not None else x)
+                    out = tail[1].weighted_sum(out, z, weights[i])
+                    continue
                 y = body(relu_x) if body is not None else op(x)
                 out = weights[i] * y if out is None else torch.addcmul(out, weights[i], y)
             except Exception as exc:
