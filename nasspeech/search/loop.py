@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasspeech.kernels.precision import at_least_fp32, autocast
 from nasspeech.search.architect import Architect, Batch
 
 
@@ -52,11 +53,14 @@ def weight_step(
     batch: Batch,
     grad_clip: float | None = 5.0,
     params: list[torch.Tensor] | None = None,
+    precision: str = "fp32",
 ) -> StepResult:
-    """One optimiser step on ``batch`` with gradient-norm clipping over ``params``."""
+    """One optimiser step on ``batch`` with gradient-norm clipping over ``params``; the
+    forward pass in ``precision`` (:mod:`nasspeech.kernels.precision`)."""
     x, y = batch
     optimizer.zero_grad(set_to_none=True)
-    logits = model(x)
+    with autocast(x.device.type, precision):
+        logits = at_least_fp32(model(x))
     loss = F.cross_entropy(logits, y)
     _check_finite(loss, "training")
     loss.backward()
@@ -90,7 +94,8 @@ def search_step(
     # the weight step treats the op weights softmax(alpha) as constants, so the op outputs
     # need not be kept for an alpha gradient
     with frozen(architect.alphas):
-        result = weight_step(model, w_optimizer, train_batch, grad_clip, params=weights)
+        result = weight_step(model, w_optimizer, train_batch, grad_clip, params=weights,
+                             precision=architect.precision)
     result.alpha_loss = alpha_loss
     return result
 

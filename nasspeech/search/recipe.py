@@ -50,7 +50,7 @@ def build_search(search: SearchConfig, model: nn.Module, foreach: bool | None = 
     architect = Architect(
         model, order=search.order, lr=search.alpha_lr, betas=tuple(search.alpha_betas),
         weight_decay=search.alpha_weight_decay, w_momentum=search.momentum,
-        w_weight_decay=search.weight_decay, hvp=search.hvp,
+        w_weight_decay=search.weight_decay, hvp=search.hvp, precision=search.precision,
     )
     if foreach is not None:
         for group in architect.optimizer.param_groups:
