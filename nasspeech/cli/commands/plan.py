@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: the config's search.batch_size, else 64")
     parser.add_argument("--order", type=int, choices=(1, 2), default=None)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="default: the config's search.precision (fp32 configs also get "
+                             "a bf16 plan)")
     parser.add_argument("--top", type=int, default=10, help="how many plans to show")
     parser.add_argument("--limit", type=int, default=None,
                         help="trace at most this many candidates (each costs one trace)")
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from nasspeech.memory.planner import plan
     from nasspeech.memory.report import fmt_bytes
 
-    config = load_config(args.config)
+    config = load_config(args.config, getattr(args, "config_data", None))
     profile = resolve_gpu(args.gpu)
     batch = args.batch_size or config.search.batch_size
     if batch < 1:
@@ -37,10 +40,13 @@ def run(args: argparse.Namespace) -> int:
     search = config.search
     if args.order:
         search = search.model_copy(update={"order": args.order})
+    if args.precision:
+        search = search.model_copy(update={"precision": args.precision})
     base, plans = plan(config.space, batch, profile, search, limit=args.limit,
                        progress=lambda m: print(f"... {m}", file=sys.stderr))
     verdict = "fits" if base.fits else "does NOT fit"
-    print(f"As given: batch {batch}, order {search.order}: {fmt_bytes(base.total_bytes)} of "
+    print(f"As given: batch {batch}, order {search.order}, {search.precision}: "
+          f"{fmt_bytes(base.total_bytes)} of "
           f"{fmt_bytes(base.capacity_bytes)} on {profile.name} -> {verdict}"
           f" (largest batch {base.max_batch_size})")
     if not plans:
