@@ -135,8 +135,10 @@ def write(path: Path, rows: list[dict], demo: list[dict]) -> None:
         for d in demo:
             lines += [f"{d['precision']} genotype:", "", "```json",
                       json.dumps(d["genotype"], sort_keys=True), "```", ""]
-    with path.open("a") as fh:
-        fh.write("\n".join(lines) + "\n")
+    from nasspeech.io import atomic_write
+
+    before = path.read_text() if path.exists() else "# fp32 vs bf16 on CPU (issue #16)\n\n"
+    atomic_write(path, before + "\n".join(lines) + "\n")
 
 
 def main() -> None:

@@ -84,7 +84,7 @@ class _Optimisation(_Section):
         default="fp32",
         description="fp32, or bf16: forward passes under bf16 autocast (CPU or CUDA), fp32 "
                     "weights, alphas, loss and optimiser; recurrent layers stay fp32 "
-                    "(docs/search-step.md)")
+                    "(docs/precision.md)")
 
     @model_validator(mode="after")
     def _check_lr(self) -> _Optimisation:
