@@ -69,21 +69,18 @@ def cpu_times() -> tuple[int, int] | None:
 
 
 def idle_cores(since: tuple[int, int] | None) -> float:
-    """How many CPU cores were idle on average since ``since`` (:func:`cpu_times`), and are
-    not claimed by waiting tasks: the lower of that and the core count minus the 1-minute
-    load average (which counts this process). Where the interval is too short to measure
-    (or ``/proc/stat`` cannot be read), the load average alone; without either, the core
-    count minus one (this process)."""
+    """How many CPU cores were idle on average since ``since`` (:func:`cpu_times`). Where
+    that interval is too short to measure (or ``/proc/stat`` cannot be read), the core
+    count minus the 1-minute load average (which counts this process); without either,
+    the core count minus one (this process)."""
     cores = os.cpu_count() or 1
-    try:
-        by_load: float | None = cores - os.getloadavg()[0]
-    except (AttributeError, OSError):
-        by_load = None
     now = cpu_times()
     if since is None or now is None or now[1] - since[1] < 5:
-        return by_load if by_load is not None else cores - 1.0
-    measured = cores * (now[0] - since[0]) / (now[1] - since[1])
-    return measured if by_load is None else min(measured, by_load)
+        try:
+            return cores - os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return cores - 1.0
+    return cores * (now[0] - since[0]) / (now[1] - since[1])
 
 
 def can_fork() -> bool:

@@ -104,8 +104,8 @@ class StepTracerSession:
         not possible (the fake tracer, or :func:`~nasspeech.memory.fork.can_fork` says no)
         or, by default (``parallel=None``), would not pay: when no CPU core is idle
         (processes sharing a core run slower than one after the other), measured from
-        ``/proc/stat`` since the session was created (while this process kept one core
-        busy) and from the load average (:func:`~nasspeech.memory.fork.idle_cores`).
+        ``/proc/stat`` since the session was created, while this process kept one core busy
+        (:func:`~nasspeech.memory.fork.idle_cores`).
         ``parallel=False`` never forks, ``True`` always does where it can."""
         if parallel is False or not self.meta:
             return None

@@ -11,23 +11,10 @@ import pytest
 from nasspeech.config import ConfigError, RunConfig
 from nasspeech.kernels.precision import PrecisionError, autocast, check_precision
 
-from .table import Case, check, cli, params
+from .table import Case, check, params
+from .test_memory import _estimate  # a small run config for nasspeech estimate
 
-CONFIG = """
-space:
-  input_shape: [1, 8, 8]
-  num_classes: 4
-  components:
-    - {name: cnn, family: cnn, ops: [max_pool_3x3, skip_connect], cells: 1, nodes: 1,
-       channels: 4}
-search: {batch_size: 4, order: 1, precision: fp32}
-"""
-
-
-def _config(tmp_path: Path, old: str = "", new: str = "") -> Path:
-    path = tmp_path / "run.yaml"
-    path.write_text(CONFIG.replace(old, new))
-    return path
+_BAD_PRECISION = {"old": "order: 1}", "new": "order: 1, precision: fp16}"}
 
 
 def _run_config(**extra):
@@ -43,12 +30,8 @@ def _run_config(**extra):
     return run
 
 
-def _estimate(*extra: str, old: str = "", new: str = ""):
-    return lambda tmp: cli("estimate", _config(tmp, old, new), "--no-max-batch", *extra)
-
-
 CASES = [
-    Case("search-precision-fp16", _estimate(old="precision: fp32", new="precision: fp16"),
+    Case("search-precision-fp16", _estimate(**_BAD_PRECISION),
          r"search\.precision: Input should be 'fp32' or 'bf16' \(got 'fp16'\)"),
     Case("train-precision-fp16", _run_config(train={"precision": "fp16"}),
          r"train\.precision: Input should be 'fp32' or 'bf16' \(got 'fp16'\)",
