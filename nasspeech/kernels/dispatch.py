@@ -1,9 +1,9 @@
 """When the toolkit's CPU-specific kernels run, and what they see of a tracer's hooks.
 
 Some ops have a faster CPU path (depthwise-convolution backward, average pooling as a
-convolution, gradient layout guards). They run on real CPU tensors outside autocast only:
-GPUs, fake and meta tensors (the memory estimator's traces model what a GPU runs), bf16
-autocast and code inside :func:`reference_kernels` take PyTorch's own kernels.
+convolution, gradient layout guards). They run on real CPU tensors only (in bf16 under
+autocast): GPUs, fake and meta tensors (the memory estimator's traces model what a GPU runs)
+and code inside :func:`reference_kernels` take PyTorch's own kernels.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ def reference_kernels() -> Iterator[None]:
 
 
 def fast_cpu_path(x: torch.Tensor) -> bool:
-    """Whether the CPU-specific kernels apply to ``x`` (a real CPU tensor, outside autocast:
-    their backward passes assume one dtype throughout)."""
-    return (_FAST_CPU and x.device.type == "cpu" and not isinstance(x, FakeTensor)
-            and not torch.is_autocast_enabled("cpu"))
+    """Whether the CPU-specific kernels apply to ``x`` (a real CPU tensor)."""
+    return _FAST_CPU and x.device.type == "cpu" and not isinstance(x, FakeTensor)
 
 
 def outer_saved_tensor_hooks() -> tuple | None:
