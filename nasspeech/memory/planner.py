@@ -5,7 +5,7 @@ ops of a component (by :mod:`~nasspeech.memory.per_op`), one node or one or two 
 partial channels K = 2 or 4 (PC-DARTS), bf16 autocast (``search.precision``, where the
 config is fp32), and the largest batch that fits the unchanged space.
 Fitting plans are ranked by how much of the search they keep: the product over components of
-kept ops x kept edges x cells, divided by K, times the batch-size ratio (bf16 keeps the whole
+kept ops x kept edges x kept cells, divided by K, times the batch-size ratio (bf16 keeps the whole
 search: it changes the arithmetic, not the space).
 
 The traces and replays after the first are independent: where a core is idle they are
@@ -153,26 +153,21 @@ def plan(
     jobs = [_Job("batch"), *candidates]
     say(f"estimating {len(candidates)} candidates and the largest batch{shared}")
     found: dict[int, tuple] = {}
+    made: dict[int, Plan | None] = {}
     best: Plan | None = None
     for i, ok, value in fork_map(lambda job: _run(job, space, search, session, base_trace,
                                                    batch_size, profile), jobs, workers):
         job = jobs[i]
         if not ok:
             raise RuntimeError(f"planning {job.text or 'the largest batch'}: {value}")
-        found[i] = value
-        p = _plan_of(job, value, space, batch_size)
+        found[i], made[i] = value, _plan_of(job, value, space, batch_size)
+        p = made[i]
         if p is not None and p.estimate.fits and (best is None or _rank(p) < _rank(best)):
             best = p
-        say(_progress_line(len(found), len(jobs), job, value, batch_size, best))
-    plans: list[Plan] = []
-    for i, job in enumerate(jobs[1:], 1):
-        p = _plan_of(job, found[i], space, batch_size)
-        if p is not None:
-            plans.append(p)
-    _, best_batch, batch_est = found[0]
-    base.max_batch_size = best_batch
-    if batch_est is not None:
-        plans.append(_plan_of(jobs[0], found[0], space, batch_size))
+        say(_progress_line(len(found), len(jobs), job, value, best))
+    base.max_batch_size = found[0][1]
+    # the candidates in their order, then the smaller batch: as the serial planner had them
+    plans = [made[i] for i in [*range(1, len(jobs)), 0] if made[i] is not None]
     fitting = [p for p in plans if p.estimate.fits]
     fitting.sort(key=_rank)
     return base, fitting
@@ -197,8 +192,7 @@ def _plan_of(job: _Job, value: tuple, space: SearchSpace, batch_size: int) -> Pl
                 _kept(variant, space, batch_size, batch_size), changes)
 
 
-def _progress_line(done: int, total: int, job: _Job, value: tuple, batch_size: int,
-                   best: Plan | None) -> str:
+def _progress_line(done: int, total: int, job: _Job, value: tuple, best: Plan | None) -> str:
     from nasspeech.memory.report import fmt_bytes
 
     if value[0] == "skipped":
