@@ -228,3 +228,31 @@ def test_bf16_search_step_on_cuda(order: int) -> None:
     assert torch.isfinite(torch.tensor(result.loss))
     assert seen["conv"] == {torch.bfloat16}
     assert seen["rnn_out"] == {torch.float32}
+
+
+def test_search_and_retraining_in_bf16(tmp_path) -> None:
+    """A whole (tiny) search and retraining with the deprecated ``amp: true``: both run in
+    bf16, the saved config says so in the new fields, the weights stay fp32."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+    from tiny_runs import tiny_data, tiny_dict
+
+    from nasspeech.workflow.search import run_search
+    from nasspeech.workflow.train import run_train
+
+    with pytest.warns(FutureWarning, match="amp: true"):
+        config = RunConfig.from_mapping({**tiny_dict(tmp_path / "cache"), "amp": True})
+    data = tiny_data(config)
+    found = run_search(config, data, 0, tmp_path / "search", progress=False)
+    saved = yaml.safe_load((found.run_dir / "config.yaml").read_text())
+    assert "amp" not in saved
+    assert saved["search"]["precision"] == saved["train"]["precision"] == "bf16"
+    result = run_train(config, data, 0, tmp_path / "train", genotype=found.genotype,
+                       progress=False)
+    assert 0.0 <= result.metrics["ua"] <= 1.0
+    state = torch.load(result.run_dir / "model.pt", weights_only=True)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
