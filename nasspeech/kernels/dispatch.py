@@ -1,9 +1,9 @@
 """When the toolkit's CPU-specific kernels run, and what they see of a tracer's hooks.
 
 Some ops have a faster CPU path (depthwise-convolution backward, average pooling as a
-convolution, gradient layout guards). They run on real CPU tensors only (in bf16 under
-autocast): GPUs, fake and meta tensors (the memory estimator's traces model what a GPU runs)
-and code inside :func:`reference_kernels` take PyTorch's own kernels.
+convolution, gradient layout guards). They run on real CPU tensors only: GPUs, fake and meta
+tensors (the memory estimator's traces model what a GPU runs) and code inside
+:func:`reference_kernels` take PyTorch's own kernels.
 """
 
 from __future__ import annotations
