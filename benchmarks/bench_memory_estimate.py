@@ -68,6 +68,65 @@ def test_emodarts_estimate_speed(benchmark) -> None:
                      "(see benchmarks/results/memory_estimate_speed.md)")
 
 
+def test_estimate_command_imports_little_beyond_torch(benchmark) -> None:
+    """Ratio guard (machine speed cancels): a new process that does the estimate command's
+    imports takes at most 1.4 x one that imports torch alone (best of three each, measured
+    alternately). Before the lazy package names it took 1.7 x (scipy, librosa and the export
+    code came along)."""
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from estimate_startup import IMPORTS, env
+
+    def seconds(code: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env(ROOT))
+        return time.perf_counter() - start
+
+    def both() -> tuple[float, float]:
+        pairs = [(seconds("import torch"), seconds(IMPORTS)) for _ in range(3)]
+        return min(p[0] for p in pairs), min(p[1] for p in pairs)
+
+    torch_s, ours = benchmark.pedantic(both, rounds=1, iterations=1)
+    benchmark.extra_info.update(torch_s=torch_s, estimate_imports_s=ours,
+                                ratio=ours / torch_s)
+    assert ours / torch_s <= 1.4, (ours, torch_s)
+
+
+def test_plan_shared_among_processes_is_faster(benchmark) -> None:
+    """Ratio guard: ``plan()`` of a small emoDARTS-like space shared among two processes
+    takes at most 0.8 x the time in one, where a core is idle (else it cannot be measured:
+    skipped, with the load); the plans are the same either way."""
+    from nasspeech.memory.fork import can_fork
+    from nasspeech.memory.planner import plan
+    from nasspeech.space.config import SearchSpace
+
+    idle = idle_cores_now()
+    if not can_fork() or idle is None or idle < 0.8:
+        pytest.skip(f"needs an idle core to share the work (idle cores now: {idle})")
+    cnn = ["max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+           "skip_connect", "none"]
+    space = SearchSpace.model_validate({
+        "input_shape": [1, 64, 64], "num_classes": 4, "components": [
+            {"name": "cnn", "family": "cnn", "ops": cnn, "cells": 3, "nodes": 3,
+             "channels": 8, "handover": "fold_frequency"},
+            {"name": "seq", "family": "seq", "ops": ["lstm_1", "rnn_att_1", "skip_connect",
+                                                    "none"],
+             "cells": 1, "nodes": 2, "channels": 32, "handover": "mean_over_time"}]})
+
+    def timed(parallel: bool) -> tuple[float, list]:
+        start = time.perf_counter()
+        _, plans = plan(space, 32, "4GiB", parallel=parallel)
+        return time.perf_counter() - start, [(p.description, p.estimate.total_bytes)
+                                             for p in plans]
+
+    serial, serial_plans = timed(False)
+    shared, shared_plans = benchmark.pedantic(timed, args=(True,), rounds=1, iterations=1)
+    benchmark.extra_info.update(serial_s=serial, shared_s=shared, ratio=shared / serial)
+    assert shared_plans == serial_plans
+    assert shared / serial <= 0.8, (shared, serial)
+
+
 def main() -> None:
     from nasspeech.memory import estimate
     from nasspeech.space.config import SearchSpace

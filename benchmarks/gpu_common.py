@@ -139,14 +139,14 @@ def build_model(space, dev: Device, derive: bool = False) -> torch.nn.Module:
     return model.to(dev.torch_device)
 
 
-def build_setup(space, batch: int, order: int, dev: Device):
+def build_setup(space, batch: int, order: int, dev: Device, precision: str = "fp32"):
     """The toolkit's search step (``nasspeech.memory.setup``) on ``dev``."""
     from nasspeech.config import SearchConfig
     from nasspeech.memory.setup import make_setup
 
     model = build_model(space, dev)
     with dev.torch_device:
-        return make_setup(model, space, batch, SearchConfig(order=order))
+        return make_setup(model, space, batch, SearchConfig(order=order, precision=precision))
 
 
 def step_memory(space, batch: int, order: int, dev: Device,

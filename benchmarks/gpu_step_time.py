@@ -5,7 +5,7 @@
 
 Times the toolkit's ``search_step`` (alpha step, then weight step; the ``nasspeech search``
 loop's step) for the CNN-only yardstick (batch 16) and the full emoDARTS space (batch 64),
-order 1 and 2, fp32 and with the run config's ``amp: true`` (bf16 autocast, as
+order 1 and 2, fp32 and with ``search.precision: bf16`` (bf16 autocast, as
 ``nasspeech search`` applies it); the retrain step (``weight_step`` of the derived model,
 batch 64) of an emoDARTS genotype; and the no-grad forward of the per-epoch evaluation.
 Each: warm-up steps, then the median of timed steps, each ended by ``cuda.synchronize``
@@ -54,22 +54,12 @@ def _batch(space, batch: int, dev: Device) -> tuple[torch.Tensor, torch.Tensor]:
                 torch.randint(0, space.num_classes, (batch,)))
 
 
-def _amp(dev: Device, bf16: bool):
-    from nasspeech.workflow.devices import autocast
-
-    return autocast(dev.torch_device, bf16)
-
-
 def search_step_time(space, batch: int, order: int, bf16: bool, dev: Device,
                      steps: int) -> dict[str, Any]:
-    setup = build_setup(space, batch, order, dev)
-
-    def step() -> None:
-        with _amp(dev, bf16):
-            setup.run()
+    setup = build_setup(space, batch, order, dev, "bf16" if bf16 else "fp32")
 
     dev.reset_peaks()
-    out = _time(step, dev, 2, steps)
+    out = _time(setup.run, dev, 2, steps)
     out["peak_allocated"] = dev.peaks()[0]  # of warm-up and timed steps
     return out
 
@@ -86,8 +76,7 @@ def retrain_step_time(space, batch: int, bf16: bool, dev: Device, steps: int
     model.train()
 
     def step() -> None:
-        with _amp(dev, bf16):
-            weight_step(model, opt, batch_xy, 5.0)
+        weight_step(model, opt, batch_xy, 5.0, precision="bf16" if bf16 else "fp32")
 
     out = _time(step, dev, 3, steps)
     out["params"] = sum(p.numel() for p in model.parameters())

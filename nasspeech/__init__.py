@@ -7,11 +7,11 @@ search modules are imported on first use of their names.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # the built-ins register themselves: the families first, then the ops that name them
 from nasspeech import families as _families  # noqa: F401
+from nasspeech.lazy import lazy_names
 from nasspeech.ops import cnn as _cnn_ops  # noqa: F401
 from nasspeech.ops import seq as _seq_ops  # noqa: F401
 from nasspeech.registry import (
@@ -42,15 +42,16 @@ __version__ = "0.1.0"
 
 # name -> module that defines it (imported lazily on first attribute access)
 _LAZY = {
-    "register_handover": "nasspeech.space.handover",
-    "get_handover": "nasspeech.space.handover",
-    "list_handovers": "nasspeech.space.handover",
-    "SearchSpace": "nasspeech.space.search_space",
-    "ComponentConfig": "nasspeech.space.component_config",
-    "Supernet": "nasspeech.space.supernet",
-    "Genotype": "nasspeech.genotype",
-    "Architect": "nasspeech.search.architect",
+    "register_handover": "space.handover",
+    "get_handover": "space.handover",
+    "list_handovers": "space.handover",
+    "SearchSpace": "space.search_space",
+    "ComponentConfig": "space.component_config",
+    "Supernet": "space.supernet",
+    "Genotype": "genotype",
+    "Architect": "search.architect",
 }
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "Architect",
@@ -76,8 +77,3 @@ __all__ = [
     "set_plugin_autoload",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nasspeech' has no attribute {name!r}")

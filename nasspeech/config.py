@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +80,11 @@ class _Optimisation(_Section):
     weight_decay: float = Field(default=3e-4, ge=0.0, description="SGD weight decay")
     grad_clip: float | None = Field(default=5.0, gt=0.0,
                                     description="max gradient norm of the weights (null: off)")
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="fp32, or bf16: forward passes under bf16 autocast (CPU or CUDA), fp32 "
+                    "weights, alphas, loss and optimiser; recurrent layers stay fp32 "
+                    "(docs/precision.md)")
 
     @model_validator(mode="after")
     def _check_lr(self) -> _Optimisation:
@@ -172,7 +178,6 @@ class RunConfig(_Section):
     seed: int = Field(default=0, description="seeds weights, data order and the search split")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto",
                                                    description="auto: CUDA when available")
-    amp: bool = Field(default=False, description="bf16 autocast (CUDA or CPU)")
     threads: int | None = Field(
         default=None, ge=1,
         description="CPU threads of torch (intra-op; inter-op too where torch allows); "
@@ -196,7 +201,7 @@ class RunConfig(_Section):
         bad = list(_non_finite(data)) if isinstance(data, dict) else []
         if bad:
             raise ValueError("; ".join(bad))
-        return data
+        return _amp_alias(data) if isinstance(data, dict) and "amp" in data else data
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -254,6 +259,30 @@ class RunConfig(_Section):
 
     def save(self, path: str | Path) -> Path:
         return atomic_write(path, self.to_yaml())
+
+
+def _amp_alias(data: dict[str, Any]) -> dict[str, Any]:
+    """The deprecated top-level ``amp``: ``true`` is ``search.precision: bf16`` and
+    ``train.precision: bf16`` (an explicit fp32 there is an error naming both), ``false`` is
+    the default and changes nothing."""
+    data = dict(data)
+    amp = data.pop("amp")
+    if not isinstance(amp, bool):  # a ValueError: pydantic reports it as a field error
+        raise ValueError(f"amp must be true or false (deprecated: use search.precision and "  # noqa: TRY004
+                         f"train.precision), got {amp!r}")
+    warnings.warn(f"config: 'amp: {str(amp).lower()}' is deprecated; write search.precision "
+                  f"and train.precision ({'bf16' if amp else 'fp32'})", FutureWarning,
+                  stacklevel=2)
+    for section in ("search", "train") if amp else ():
+        sub = data.get(section)
+        sub = {} if sub is None else sub
+        if not isinstance(sub, dict):
+            continue  # the section's own validation reports it
+        if sub.get("precision", "bf16") != "bf16":
+            raise ValueError(f"amp: true contradicts {section}.precision: "
+                             f"{sub['precision']} (drop the deprecated amp)")
+        data[section] = {**sub, "precision": "bf16"}
+    return data
 
 
 def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -23,8 +23,8 @@ ALLOWED = {
     "baselines": {"registry"},
     "genotype": {"registry", "io", "plots._common", "space.limits", "space.loading"},
     "space": {"registry", "kernels", "ops", "families", "genotype", "io"},
-    "search": {"registry", "genotype", "space", "config"},
-    "memory": {"registry", "space", "config", "search"},
+    "search": {"registry", "kernels.precision", "genotype", "space", "config"},
+    "memory": {"registry", "kernels.precision", "space", "config", "search"},
 }
 
 

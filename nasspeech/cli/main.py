@@ -52,11 +52,14 @@ class CLIError(Exception):
 
 def import_user_modules(args: argparse.Namespace) -> None:
     """``--import`` modules (from the current directory), then the ``imports:`` of the
-    command's config file (from its folder)."""
+    command's config file (from its folder). The file is parsed once: its mapping is left in
+    ``args.config_data`` for the command (None if there is no such file or it does not
+    parse; the command then reports the problem itself)."""
     from pathlib import Path
 
     from nasspeech.workflow.imports import ModuleImportError, import_modules
 
+    args.config_data = None
     try:
         import_modules(args.imports)
         config = getattr(args, "config", None)
@@ -66,9 +69,10 @@ def import_user_modules(args: argparse.Namespace) -> None:
             from nasspeech.space.config import load_mapping
 
             try:
-                names = load_mapping(config).get("imports") or []
+                args.config_data = load_mapping(config)
             except (ValueError, yaml.YAMLError):
                 return  # the command reports an unreadable config itself
+            names = args.config_data.get("imports") or []
             if isinstance(names, list):
                 import_modules([str(n) for n in names], Path(config).resolve().parent,
                                origin=f"{config}: imports")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasspeech.kernels.dispatch import fast_cpu_path
+from nasspeech.kernels.precision import autocast_dtype
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
@@ -89,5 +90,7 @@ class DepthwiseConv2d(nn.Conv2d):
         extent = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
         if not fast_cpu_path(x) or any(p > e for p, e in zip(padding, extent)):
             return super().forward(x)
-        return depthwise_conv2d(x, self.weight, _pair(self.stride), padding,
-                                _pair(self.dilation))
+        weight, low = self.weight, autocast_dtype(x.device.type)
+        if low is not None:  # autocast's casts, made here: the backward needs one dtype
+            x, weight = x.to(low), weight.to(low)
+        return depthwise_conv2d(x, weight, _pair(self.stride), padding, _pair(self.dilation))

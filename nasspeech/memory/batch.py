@@ -171,6 +171,17 @@ class BatchModel:
     def sizes(self, batch: int) -> np.ndarray:
         return self.intercept + self.slope * batch
 
+    def trace_at(self, batch: int) -> Trace:
+        """The trace at ``batch`` without tracing: the template's events and records with
+        the sizes of the line (exact where the model was checked: :meth:`checks`)."""
+        from dataclasses import replace
+
+        sizes = self.sizes(batch).tolist()
+        t = self.template
+        allocs = [replace(a, nbytes=int(n)) for a, n in zip(t.allocs, sizes, strict=True)]
+        return Trace(allocs=allocs, initial=list(t.initial), events=list(t.events),
+                     batch_size=batch, meta={**t.meta, "from_batch_model": True})
+
     def peak_allocated_lower_bound(self, batch: int) -> int:
         """Peak of the live curve (rounded sizes), fast: no allocator model."""
         sizes = self.sizes(batch)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasspeech.kernels.precision import autocast_active
 from nasspeech.memory import overheads
 
 
@@ -77,10 +78,17 @@ def _forward(module: nn.RNNBase, x: torch.Tensor, hx: Any = None) -> tuple[Any, 
         h0, c0 = hx, None
     mode = "lstm" if is_lstm else "gru" if isinstance(module, nn.GRU) else "rnn"
     own = getattr(module, "_nasspeech_own_weights", None)
+    weights = module._flat_weights
+    copy = own is not None and own != [id(w) for w in weights]
+    if autocast_active(x.device.type):
+        # cuDNN's autocast runs the RNN in fp16 (whatever the autocast dtype): fp16 copies of
+        # the input, the states and the weights (the latter in one flat buffer, kept)
+        x, h0 = x.half(), h0.half()
+        c0 = c0.half() if c0 is not None else None
+        weights, copy = [w.half() for w in weights], False
     meta = {"seq_len": t, "batch": b, "hidden": module.hidden_size, "dirs": dirs,
-            "layers": module.num_layers, "mode": mode,
-            "copy_weights": own is not None and own != [id(w) for w in module._flat_weights]}
-    out, hy, cy, _reserve = _CudnnRnn.apply(meta, x, h0, c0, *module._flat_weights)
+            "layers": module.num_layers, "mode": mode, "copy_weights": copy}
+    out, hy, cy, _reserve = _CudnnRnn.apply(meta, x, h0, c0, *weights)
     if module.batch_first:
         out = out.transpose(0, 1)
     return out, ((hy, cy) if is_lstm else hy)

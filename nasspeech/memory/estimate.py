@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nasspeech.config import RunConfig, SearchConfig
+from nasspeech.kernels.precision import check_precision
 from nasspeech.memory import overheads
 from nasspeech.memory.allocator import replay
 from nasspeech.memory.breakdown import breakdown_at_peak
@@ -45,6 +46,7 @@ class MemoryEstimate:
     notes: list[str] = field(default_factory=list)
     per_op: list[dict[str, Any]] | None = None  # marginal cost of each op (per_op=True)
     world_size: int = 1  # data-parallel processes: batch_size and every size are per GPU
+    precision: str = "fp32"  # of the forward passes (search.precision)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -56,19 +58,22 @@ class SpaceConfigError(ValueError):
     """A config whose space or search section does not validate: one line per field."""
 
 
-def resolve_config(config: RunConfig | SearchSpace | str | Path) -> RunConfig:
+def resolve_config(config: RunConfig | SearchSpace | str | Path,
+                   data: dict[str, Any] | None = None) -> RunConfig:
     """The run config an estimate reads; a bare space (object or file) gets the default
     ``search:`` settings around it. The space is not checked against the ``data:`` section.
 
-    A file is read once. Of a run config file, only the ``space:`` and ``search:`` sections are
-    validated (the estimate reads no other); a problem raises :class:`SpaceConfigError` with
-    one line per field (``space.components.0.cells: ...``).
+    A file is read once, or not at all if ``data`` (its mapping, which the command line has
+    read for the ``imports:``) is given. Of a run config file, only the ``space:`` and
+    ``search:`` sections are validated (the estimate reads no other); a problem raises
+    :class:`SpaceConfigError` with one line per field (``space.components.0.cells: ...``).
     """
     if isinstance(config, RunConfig):
         return config
     if isinstance(config, SearchSpace):
         return _around(config, SearchConfig())
-    data = load_mapping(config)
+    if data is None:
+        data = load_mapping(config)
     try:
         if "space" in data and "components" not in data:  # a run config
             sections = _EstimateSections.model_validate(
@@ -103,11 +108,13 @@ def estimate(
     progress: Progress | None = None,
     parallel: bool | None = None,
     world_size: int = 1,
+    precision: str | None = None,
 ) -> MemoryEstimate:
     """Estimate the GPU memory of one search step of ``config`` (a run config, a space, or a
     file holding either).
 
-    ``batch_size`` and ``order`` default to the config's ``search:`` section.
+    ``batch_size``, ``order`` and ``precision`` (fp32 | bf16) default to the config's
+    ``search:`` section.
     ``max_batch=False`` skips the largest-batch search (one trace instead of two and a
     partial one);
     ``per_op=True`` adds what removing each candidate op saves (from the same trace).
@@ -130,6 +137,8 @@ def estimate(
     batch_size = per_gpu.batch
     if order is not None and order != search.order:
         search = search.model_copy(update={"order": order})
+    if precision is not None and precision != search.precision:
+        search = search.model_copy(update={"precision": check_precision(precision)})
     say = progress or (lambda _msg: None)
     notes: list[str] = per_gpu.notes
     session = StepTracerSession(space, search, progress=progress)
@@ -143,7 +152,12 @@ def estimate(
     say(f"tracing one order-{search.order} search step at batch {batch_size}")
     report = None
     try:
+        traced = time.perf_counter()
         trace = session.trace(batch_size)
+        if background is not None:
+            # the background traces are as long as this one: on a machine that got busy,
+            # wait for one no longer than tracing it here would take
+            background.patience = max(1.0, time.perf_counter() - traced)
         # with a core to spare, the report's replay runs beside the largest-batch search
         report = ForkedCall(partial(evaluate, trace, profile, search.order)) \
             if background is not None else None
@@ -232,4 +246,5 @@ def evaluate(trace: Trace, profile: GpuProfile, order: int) -> MemoryEstimate:
         conv_workspace_bytes=workspace, total_bytes=total,
         fits=fits, max_batch_size=None, breakdown=breakdown,
         trace_events=len(trace.events), notes=notes,
+        precision=trace.meta.get("precision", "fp32"),
     )

@@ -51,10 +51,14 @@ def per_op_costs(
     exact: bool = False,
     trace: Trace | None = None,
     progress: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> list[OpCost]:
     """Every removable candidate op of every component with what removing it saves, costliest
-    first. ``none`` ops cost nothing (mixed ops skip them) and are left out."""
+    first. ``none`` ops cost nothing (mixed ops skip them) and are left out. ``workers > 1``
+    shares the replays (or traces) among that many forked processes
+    (:func:`~nasspeech.memory.fork.fork_map`); the result is the same."""
     from nasspeech.memory.breakdown import breakdown_at_peak, op_key
+    from nasspeech.memory.fork import fork_map
     from nasspeech.memory.session import trace_at
 
     profile = get_profile(gpu)
@@ -65,18 +69,23 @@ def per_op_costs(
         trace = trace_at(space, batch_size, search)
     base_alloc, base_res = _peaks(trace, profile)
     own = breakdown_at_peak(trace)["by_op"]
-    costs = []
-    for comp in space.components:
-        for name in comp.ops:
-            if get_op(comp.family, name).is_zero or len(comp.ops) < 2:
-                continue
-            if exact:
-                say(f"re-tracing without {comp.name}/{name}")
-                fewer = space.with_changes(**{comp.name: {"ops": [o for o in comp.ops if o != name]}})
-                t = trace_at(fewer, batch_size, search)
-                alloc, res = _peaks(t, profile)
-            else:
-                alloc, res = _peaks(trace, profile, (comp.name, name))
-            costs.append(OpCost(comp.name, name, base_alloc - alloc, base_res - res,
-                                own.get(op_key(comp.name, name), 0)))
+    ops = [(comp.name, name) for comp in space.components for name in comp.ops
+           if not get_op(comp.family, name).is_zero and len(comp.ops) >= 2]
+
+    def peaks(op: tuple[str, str]) -> tuple[int, int]:
+        if not exact:
+            return _peaks(trace, profile, op)
+        comp = next(c for c in space.components if c.name == op[0])
+        fewer = space.with_changes(**{op[0]: {"ops": [o for o in comp.ops if o != op[1]]}})
+        return _peaks(trace_at(fewer, batch_size, search), profile)
+
+    if exact:
+        say(f"re-tracing without each of {len(ops)} ops")
+    found: dict[int, tuple[int, int]] = {}
+    for i, ok, value in fork_map(peaks, ops, workers):
+        if not ok:
+            raise RuntimeError(f"per-op cost of {ops[i][0]}/{ops[i][1]}: {value}")
+        found[i] = value
+    costs = [OpCost(comp, name, base_alloc - found[i][0], base_res - found[i][1],
+                    own.get(op_key(comp, name), 0)) for i, (comp, name) in enumerate(ops)]
     return sorted(costs, key=lambda c: -c.saves_allocated_bytes)

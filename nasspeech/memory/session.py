@@ -4,8 +4,6 @@ several batch sizes from a primed steady state, here or in a forked copy."""
 from __future__ import annotations
 
 import contextlib
-import sys
-import threading
 from collections.abc import Callable, Iterable
 from functools import partial
 
@@ -13,14 +11,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from nasspeech.config import SearchConfig
-from nasspeech.memory.fork import (
-    BackgroundTraces,
-    Job,
-    as_job,
-    cpu_times,
-    forked_autograd_works,
-    idle_cores,
-)
+from nasspeech.memory.fork import BackgroundTraces, Job, as_job, can_fork, cpu_times, idle_cores
 from nasspeech.memory.records import Trace
 from nasspeech.memory.setup import (
     build_fake_supernet,
@@ -110,20 +101,17 @@ class StepTracerSession:
         """Start sizes-only traces (``jobs``: batch sizes, or ``(batch size,
         stop_after_tasks)`` for a prefix of the step) in a forked copy of this session,
         one after the other, while this process traces something else. None where that is
-        not possible (not Linux, the fake tracer, other threads running) or, by default
-        (``parallel=None``), would not pay: when no CPU core is idle (processes sharing a
-        core run slower than one after the other), measured from ``/proc/stat`` since the
-        session was created, while this process kept one core busy. ``parallel=False``
-        never forks, ``True`` always does where it can (not where a forked copy could not
-        run autograd: :func:`forked_autograd_works`)."""
-        if parallel is False or not self.meta or not sys.platform.startswith("linux"):
-            return None  # (fork is unsafe with some of macOS's system libraries)
-        if any(not t.daemon for t in threading.enumerate()
-               if t is not threading.main_thread()):
-            return None  # a lock another thread holds would stay locked in the copy
+        not possible (the fake tracer, or :func:`~nasspeech.memory.fork.can_fork` says no)
+        or, by default (``parallel=None``), would not pay: when no CPU core is idle
+        (processes sharing a core run slower than one after the other), measured from
+        ``/proc/stat`` since the session was created, while this process kept one core busy
+        (:func:`~nasspeech.memory.fork.idle_cores`).
+        ``parallel=False`` never forks, ``True`` always does where it can."""
+        if parallel is False or not self.meta:
+            return None
         if parallel is None and idle_cores(self._cpu_mark) < 0.6:
             return None
-        if not forked_autograd_works():
+        if not can_fork():
             return None
         return BackgroundTraces(self, [as_job(j) for j in jobs])
 

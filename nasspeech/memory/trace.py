@@ -25,7 +25,9 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from nasspeech.kernels.precision import modelled_autocast
 from nasspeech.memory import overheads
+from nasspeech.memory.autocast_model import AutocastModel
 from nasspeech.memory.cudnn_rnn import emulate_cudnn_rnns
 from nasspeech.memory.records import (
     BN_BACKWARD,
@@ -440,6 +442,8 @@ def trace_step(
     """
     step = step or setup.run
     rnns = emulate_cudnn_rnns(setup.model) if target == "cuda" else contextlib.nullcontext()
+    # bf16 (search.precision): CUDA's autocast, modelled; a CPU target has torch's own
+    amp = modelled_autocast(AutocastModel()) if target == "cuda" else contextlib.nullcontext()
     attention = contextlib.nullcontext()
     if tracker is not None:
         from nasspeech.memory.cpu_probe import cpu_attention
@@ -448,7 +452,7 @@ def trace_step(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with rnns, attention:
+        with rnns, attention, amp:
             if warmup:
                 if fake_mode is not None:
                     with fake_mode, _ScalarMode():
@@ -465,6 +469,8 @@ def trace_step(
                 tracker=tracker, attribute=attribute,
             )
             tracer.tracker.stop_after_tasks = stop_after_tasks
+            tracer.trace.meta["precision"] = getattr(getattr(setup, "search", None),
+                                                     "precision", "fp32")
             with tracer:
                 try:
                     step()

@@ -14,7 +14,8 @@ returns a tensor (never a tuple) and treats every sample on its own (no batch st
 - ``skip_connect``: identity. ``none``: zeros (a mixed op skips it instead of computing it).
 
 The recurrent modules are plain ``nn.LSTM`` / ``nn.RNN`` (no ``proj_size``, no dropout), which
-is what the memory estimator models.
+is what the memory estimator models. Under bf16 autocast they run in fp32
+(:func:`nasspeech.kernels.precision.full_precision`: cuDNN would run them in fp16).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nasspeech.kernels.precision import at_least_fp32, full_precision
 from nasspeech.ops.blocks import Zero
 from nasspeech.registry import register_op
 
@@ -45,7 +47,8 @@ class Recurrent(nn.Module):
         self.rnn = _RNN_CLASSES[kind](channels, channels, num_layers=layers, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rnn(x)[0]
+        with full_precision(x.device.type):
+            return self.rnn(at_least_fp32(x))[0]
 
 
 class RecurrentAttention(nn.Module):
@@ -61,7 +64,9 @@ class RecurrentAttention(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.proj(self.rnn(x)[0])
+        with full_precision(x.device.type):
+            h = self.rnn(at_least_fp32(x))[0]
+        h = self.proj(h)
         context = self.attn(h, h, h, need_weights=False)[0]
         return self.norm(h + context)
 

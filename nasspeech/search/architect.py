@@ -23,6 +23,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from nasspeech.kernels.precision import at_least_fp32, autocast, check_precision
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: Sums gradient lists over data-parallel processes (nasspeech.search.distributed).
@@ -47,12 +49,14 @@ class Architect:
         fd_radius: float = 0.01,
         hvp: HVP = "finite_difference",
         grad_sync: GradSync | None = None,
+        precision: str = "fp32",
     ) -> None:
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (second order), got {order}")
         if hvp not in HVP_MODES:
             raise ValueError(f"hvp must be one of {', '.join(HVP_MODES)}, got {hvp!r}")
         self.hvp = hvp
+        self.precision = check_precision(precision)
         self.model = model
         self.order = order
         self.loss_fn = loss_fn
@@ -80,7 +84,7 @@ class Architect:
         """One alpha update; returns the validation loss (at w, or at w' for order 2)."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.order == 1:
-            loss = self.loss_fn(self.model(val_batch[0]), val_batch[1])
+            loss = self.loss_fn(self._call(None, val_batch[0]), val_batch[1])
             grads = self._sync(_grad(loss, self.alphas))
         else:
             loss, grads = self.second_order_gradient(train_batch, val_batch, eta, w_optimizer)
@@ -129,7 +133,8 @@ class Architect:
 
         ``fd_radius`` is 0.01 as in DARTS. Batch-norm in training mode makes the loss
         strongly curved at that radius in very small networks; tests check the formula
-        against double backward with a smaller radius in float64.
+        against double backward with a smaller radius in float64. The two passes run in
+        fp32 whatever the step's precision: bf16 would round the shift away.
         """
         norm = torch.linalg.vector_norm(torch.stack([v.norm() for v in vector]))
         eps = self.fd_radius / norm.clamp_min(1e-12)
@@ -137,7 +142,7 @@ class Architect:
         for sign in (1.0, -1.0):
             shifted = {n: _strided_like(w, w.detach() + sign * eps * v)
                        for n, w, v in zip(names, weights, vector)}
-            loss = self.loss_fn(self._call(shifted, batch[0]), batch[1])
+            loss = self.loss_fn(self._call(shifted, batch[0], "fp32"), batch[1])
             grads.append(self._sync(_grad(loss, self.alphas)))
         return [(gp - gn) / (2 * eps) for gp, gn in zip(*grads)]
 
@@ -158,7 +163,7 @@ class Architect:
     ) -> dict[str, torch.Tensor]:
         """``w' = w - eta * step``: detached leaves, or (``create_graph``) differentiable in the
         alphas through the training gradient, for the exact Hessian-vector product."""
-        loss = self.loss_fn(self.model(batch[0]), batch[1])
+        loss = self.loss_fn(self._call(None, batch[0]), batch[1])
         grads = self._sync(_grad(loss, weights, create_graph))
         unrolled = {}
         for name, w, g in zip(names, weights, grads):
@@ -171,9 +176,15 @@ class Architect:
             unrolled[name] = new if create_graph else new.requires_grad_(True)
         return unrolled
 
-    def _call(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        # alphas stay the module's own parameters, so gradients reach them
-        return functional_call(self.model, params, (x,), strict=False)
+    def _call(self, params: dict[str, torch.Tensor] | None, x: torch.Tensor,
+              precision: str | None = None) -> torch.Tensor:
+        """The logits of the model (with ``params`` substituted), computed in ``precision``
+        (default: the step's), as the loss takes them."""
+        with autocast(x.device.type, precision or self.precision):
+            # alphas stay the module's own parameters, so gradients reach them
+            out = self.model(x) if params is None else functional_call(
+                self.model, params, (x,), strict=False)
+        return at_least_fp32(out)
 
 
 def _strided_like(w: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasspeech.kernels.precision import at_least_fp32, autocast
 from nasspeech.search.architect import Architect, Batch, GradSync, LossFn
 
 
@@ -56,15 +57,18 @@ def weight_step(
     aux_weight: float = 0.0,
     loss_fn: LossFn = F.cross_entropy,
     grad_sync: GradSync | None = None,
+    precision: str = "fp32",
 ) -> StepResult:
-    """One optimiser step on ``batch`` with gradient-norm clipping over ``params``.
+    """One optimiser step on ``batch`` with gradient-norm clipping over ``params``; the
+    forward pass in ``precision`` (:mod:`nasspeech.kernels.precision`).
 
     ``aux_weight`` > 0 adds that times the loss of the model's auxiliary logits
     (``model.aux_logits``, DARTS's auxiliary head) to the loss; ``loss`` reports the main one.
     ``grad_sync`` sums the gradients over data-parallel processes before clipping."""
     x, y = batch
     optimizer.zero_grad(set_to_none=True)
-    logits = model(x)
+    with autocast(x.device.type, precision):
+        logits = at_least_fp32(model(x))
     loss = loss_fn(logits, y)
     total, aux_loss = loss, None
     if aux_weight:
@@ -72,15 +76,10 @@ def weight_step(
         if aux_logits is None:
             raise ValueError("aux_weight is set but the model left no auxiliary logits "
                              "(build it with its auxiliary head, in training mode)")
-        aux_loss = F.cross_entropy(aux_logits, y)
+        aux_loss = F.cross_entropy(at_least_fp32(aux_logits), y)
         total = loss + aux_weight * aux_loss
     _check_finite(total, "training")
     total.backward()
-    if grad_sync is not None:
-        used = [p for p in (params if params is not None else model.parameters())
-                if p.grad is not None]
-        for p, g in zip(used, grad_sync([p.grad for p in used])):
-            p.grad = g
     if grad_clip:
         nn.utils.clip_grad_norm_(params if params is not None else model.parameters(), grad_clip)
     optimizer.step()
@@ -113,7 +112,8 @@ def search_step(
     # need not be kept for an alpha gradient
     with frozen(architect.alphas):
         result = weight_step(model, w_optimizer, train_batch, grad_clip, params=weights,
-                             loss_fn=architect.loss_fn, grad_sync=architect.grad_sync)
+                             loss_fn=architect.loss_fn, grad_sync=architect.grad_sync,
+                             precision=architect.precision)
     result.alpha_loss = alpha_loss
     return result
 

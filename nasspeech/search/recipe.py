@@ -85,7 +85,7 @@ def build_search(search: SearchConfig, model: nn.Module, foreach: bool | None = 
         model, order=search.order, lr=search.alpha_lr, betas=tuple(search.alpha_betas),
         weight_decay=search.alpha_weight_decay, w_momentum=search.momentum,
         w_weight_decay=search.weight_decay, hvp=search.hvp, loss_fn=loss_fn,
-        grad_sync=grad_sync,
+        grad_sync=grad_sync, precision=search.precision,
     )
     if foreach is not None:
         for param_group in architect.optimizer.param_groups:

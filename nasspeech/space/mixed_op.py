@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from nasspeech.kernels.batchnorm import SearchBatchNorm2d, use_search_batchnorm
+from nasspeech.kernels.precision import autocast_dtype
 from nasspeech.kernels.relu import relu_then
 from nasspeech.ops.blocks import ReLULed
 from nasspeech.registry import Family, Operation
@@ -142,17 +143,21 @@ class MixedOp(nn.Module):
 
     def _weighted_sum(self, x: torch.Tensor, relu_x: torch.Tensor | None,
                       weights: torch.Tensor) -> torch.Tensor:
-        """sum_i weights[i] * op_i(x); ops that begin with a ReLU get ``relu_x``."""
+        """sum_i weights[i] * op_i(x); ops that begin with a ReLU get ``relu_x``. Under bf16
+        autocast the sum is taken in bf16."""
         out: torch.Tensor | None = None
+        low = autocast_dtype(x.device.type)
         for k, (i, op, body) in enumerate(zip(self.op_index, self.ops, self._after_relu)):
             try:
-                tail = self._bn_tail[k]
+                tail = self._bn_tail[k] if low is None else None  # fused: fp32 only
                 if tail is not None:
                     z = tail[0](relu_x if body is not None else x)
                     out = tail[1].weighted_sum(out, z, weights[i])
                     continue
-                y = body(relu_x) if body is not None else op(x)
-                out = weights[i] * y if out is None else torch.addcmul(out, weights[i], y)
+                y, w = body(relu_x) if body is not None else op(x), weights[i]
+                if low is not None:
+                    y, w = y.to(low), w.to(low)
+                out = w * y if out is None else torch.addcmul(out, w, y)
             except Exception as exc:
                 name_failed_op(exc, *self.op_labels[k], x)
                 raise

@@ -1,10 +1,10 @@
-"""Device choice, CPU threads and bf16 autocast: the same code path on CPU and CUDA."""
+"""Device choice and CPU threads: the same code path on CPU and CUDA (the precision of the
+forward passes is :mod:`nasspeech.kernels.precision`'s)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from contextlib import AbstractContextManager as ContextManager
 
 import torch
 
@@ -17,13 +17,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise RuntimeError("device 'cuda' requested but torch sees no CUDA device "
                            f"(torch {torch.__version__}); use device: auto or cpu")
     return torch.device(name)
-
-
-def autocast(device: torch.device, enabled: bool) -> ContextManager:
-    """bf16 autocast on ``device`` when ``enabled`` (the config's ``amp``), else a no-op."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from nasspeech.config import RunConfig
 from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write
+from nasspeech.kernels.precision import autocast
 from nasspeech.observe import TensorBoardLog
 from nasspeech.search import NonFiniteLossError, predict
 from nasspeech.search.distributed import Group, check_world
@@ -35,7 +36,7 @@ from nasspeech.space.supernet import Supernet
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, split_search
-from nasspeech.workflow.devices import autocast, resolve_device, use_threads
+from nasspeech.workflow.devices import resolve_device, use_threads
 from nasspeech.workflow.resume import SEARCH_FIXED, resume_point
 from nasspeech.workflow.rundir import (
     CHECKPOINT,
@@ -155,7 +156,6 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
     bar = tqdm(total=sc.epochs * steps, initial=min(start, sc.epochs) * steps,
                disable=not progress, desc=f"search fold {fold}", unit="step",
                dynamic_ncols=True)
-    amp = autocast(device, config.amp)
     epoch = start
     try:
         for epoch in range(start, end if stopped is None else start):
@@ -169,9 +169,8 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
             alpha_losses = []
             for step, batch in enumerate(train_stream.epoch(epoch)):
                 try:
-                    with amp:
-                        res = recipe.step(batch, next(val_batches), lr,
-                                          update_alphas=epoch >= sc.warmup_epochs)
+                    res = recipe.step(batch, next(val_batches), lr,
+                                      update_alphas=epoch >= sc.warmup_epochs)
                 except NonFiniteLossError as exc:
                     raise WorkflowError(_nan_message(exc, epoch, step, run_dir)) from None
                 loss += res.loss * res.count
@@ -196,7 +195,7 @@ def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: 
             betas = {k: v.tolist() for k, v in model.beta_softmax().items()}
             if betas:
                 beta_history.append(betas)
-            with amp:
+            with autocast(device.type, sc.precision):
                 pred, true = predict(model, eval_stream(x, y, a_idx, sc.batch_size))
             report = guard.check(genotype, epoch, softmax)
             # print a component's first warning and any new high (every epoch's is in the log)

@@ -20,12 +20,13 @@ from tqdm.auto import tqdm
 from nasspeech.config import RunConfig, auxiliary_error
 from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write, atomic_write_with
+from nasspeech.kernels.precision import autocast
 from nasspeech.observe import TensorBoardLog
 from nasspeech.search import NonFiniteLossError, predict, weight_step
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, train_indices
-from nasspeech.workflow.devices import autocast, resolve_device, use_threads
+from nasspeech.workflow.devices import resolve_device, use_threads
 from nasspeech.workflow.resume import TRAIN_FIXED, resume_point
 from nasspeech.workflow.rundir import (
     CHECKPOINT,
@@ -148,7 +149,6 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
     config.save(run_dir / "config.yaml")
     log = JsonlLog(run_dir / "log.jsonl", keep_epochs=start)
     tb = TensorBoardLog.open(config, run_dir, start)  # None unless log.tensorboard
-    amp = autocast(device, config.amp)
     bar = tqdm(total=tc.epochs * len(stream), initial=min(start, tc.epochs) * len(stream),
                disable=not progress, unit="step", desc=f"train {name} fold {fold}",
                dynamic_ncols=True)
@@ -162,9 +162,8 @@ def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn
             loss = correct = count = aux_loss = 0.0
             for batch in stream.epoch(epoch):
                 try:
-                    with amp:
-                        res = weight_step(model, opt, batch, tc.grad_clip,
-                                          aux_weight=tc.auxiliary_weight)
+                    res = weight_step(model, opt, batch, tc.grad_clip,
+                                      aux_weight=tc.auxiliary_weight, precision=tc.precision)
                 except NonFiniteLossError as exc:
                     raise WorkflowError(_nan_message(exc, epoch, run_dir)) from None
                 loss += res.loss * res.count
@@ -226,7 +225,7 @@ def _evaluate(config: RunConfig, data: RunData, split: Any, run_dir: Path, model
     from nasspeech.plots import plot_confusion, plot_training_curves
 
     device = resolve_device(config.device)
-    with autocast(device, config.amp):
+    with autocast(device.type, config.train.precision):
         pred, true = predict(model, eval_stream(data.x.to(device), data.y.to(device),
                                                 split.test, config.train.batch_size))
     report = classification_report(true, pred, data.class_names)

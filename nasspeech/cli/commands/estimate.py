@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: the config's search.batch_size, else 64")
     parser.add_argument("--order", type=int, choices=(1, 2), default=None,
                         help="DARTS order; default: the config's search.order, else 2")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="forward passes in fp32 or under bf16 autocast; default: the "
+                             "config's search.precision, else fp32")
     parser.add_argument("--no-max-batch", action="store_true",
                         help="skip the largest-batch search (one trace instead of three)")
     parser.add_argument("--per-op", action="store_true",
@@ -49,12 +52,13 @@ def check_nproc(batch_size: int, nproc: int) -> None:
         raise CLIError(f"--nproc {nproc}: {exc}") from None
 
 
-def load_config(config: str):
-    """The run config of ``config`` (a run config or a space file), with user-facing errors."""
+def load_config(config: str, data: dict | None = None):
+    """The run config of ``config`` (a run config or a space file; ``data``: its mapping if
+    already read), with user-facing errors."""
     from nasspeech.memory.estimate import resolve_config
 
     try:
-        return resolve_config(config)
+        return resolve_config(config, data)
     except FileNotFoundError as exc:
         raise CLIError(str(exc)) from None
     except ValueError as exc:  # incl. SpaceConfigError: one line per field
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise CLIError("a config is required (or --list-gpus)")
-    config = load_config(args.config)
+    config = load_config(args.config, getattr(args, "config_data", None))
     profile = resolve_gpu(args.gpu)
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.json else (lambda msg: print(f"... {msg}", file=sys.stderr))
     result = estimate(config, args.batch_size, profile, args.order,
                       max_batch=not args.no_max_batch, per_op=args.per_op, progress=progress,
-                      world_size=args.nproc)
+                      world_size=args.nproc, precision=args.precision)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

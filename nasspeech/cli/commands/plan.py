@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: the config's search.batch_size, else 64")
     parser.add_argument("--order", type=int, choices=(1, 2), default=None)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="default: the config's search.precision (fp32 configs also get "
+                             "a bf16 plan)")
     parser.add_argument("--top", type=int, default=10, help="how many plans to show")
     parser.add_argument("--limit", type=int, default=None,
                         help="trace at most this many candidates (each costs one trace)")
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from nasspeech.memory.planner import plan
     from nasspeech.memory.report import fmt_bytes
 
-    config = load_config(args.config)
+    config = load_config(args.config, getattr(args, "config_data", None))
     profile = resolve_gpu(args.gpu)
     batch = args.batch_size or config.search.batch_size
     if batch < 1:
@@ -44,13 +47,16 @@ def run(args: argparse.Namespace) -> int:
     search = config.search
     if args.order:
         search = search.model_copy(update={"order": args.order})
+    if args.precision:
+        search = search.model_copy(update={"precision": args.precision})
     base, plans = plan(config.space, batch, profile, search, limit=args.limit,
                        progress=lambda m: print(f"... {m}", file=sys.stderr),
                        world_size=args.nproc)
     verdict = "fits" if base.fits else "does NOT fit"
     per = f" ({base.batch_size} per process on each of {args.nproc} GPUs; per GPU)" \
         if args.nproc > 1 else ""
-    print(f"As given: batch {batch}{per}, order {search.order}: {fmt_bytes(base.total_bytes)} of "
+    print(f"As given: batch {batch}{per}, order {search.order}, {search.precision}: "
+          f"{fmt_bytes(base.total_bytes)} of "
           f"{fmt_bytes(base.capacity_bytes)} on {profile.name} -> {verdict}"
           f" (largest batch {base.max_batch_size}{' per process' if per else ''})")
     if not plans:
