@@ -80,6 +80,11 @@ def weight_step(
         total = loss + aux_weight * aux_loss
     _check_finite(total, "training")
     total.backward()
+    if grad_sync is not None:
+        used = [p for p in (params if params is not None else model.parameters())
+                if p.grad is not None]
+        for p, g in zip(used, grad_sync([p.grad for p in used])):
+            p.grad = g
     if grad_clip:
         nn.utils.clip_grad_norm_(params if params is not None else model.parameters(), grad_clip)
     optimizer.step()

@@ -56,6 +56,13 @@ class SyncBatchNorm(_BatchNorm):
             self._update_running(shift + mean_s.detach(), var.detach(), float(n.detach()))
         return y.to(x.dtype)
 
+    def weighted_sum(self, acc: torch.Tensor | None, x: torch.Tensor, w: torch.Tensor
+                     ) -> torch.Tensor:
+        """``acc + w * self(x)`` through the synchronised forward (a mixed op's fused
+        BatchNorm-and-sum kernel would take per-process statistics)."""
+        y = self(x)
+        return w * y if acc is None else torch.addcmul(acc, w, y)
+
     @torch.no_grad()
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> None:
         running_mean, running_var = self.running_mean, self.running_var

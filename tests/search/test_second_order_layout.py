@@ -36,7 +36,7 @@ def test_virtual_and_shifted_weights_keep_the_parameters_strides():
 
     seen: list[dict[str, torch.Tensor]] = []
     call = arch._call
-    arch._call = lambda params, x: (seen.append(params), call(params, x))[1]  # type: ignore
+    arch._call = lambda params, x, *a: (seen.append(params), call(params, x, *a))[1]  # type: ignore
     vector = tuple(torch.randn(w.shape) for w in weights)  # row-major, unlike the weights
     arch.hessian_vector_product(names, weights, vector, _batch())
     assert len(seen) == 2
