@@ -29,17 +29,17 @@ SEQ_OPS = ["lstm_1", "lstm_2", "lstm_att_1", "rnn_1", "rnn_2", "rnn_att_1", "ski
 
 SETTINGS = {
     # the issue's reference setting: CNN component alone, 8 channels, 4 cells x 4 nodes
-    "cnn": dict(input_shape=(1, 128, 128), batch=16, components=[
-        dict(name="cnn", family="cnn", ops=CNN_OPS, cells=4, nodes=4, channels=8)]),
+    "cnn": {"input_shape": (1, 128, 128), "batch": 16, "components": [
+        {"name": "cnn", "family": "cnn", "ops": CNN_OPS, "cells": 4, "nodes": 4, "channels": 8}]},
     # the same supernet at a quarter of the input: the pytest-benchmark ratio guards
-    "cnn-small": dict(input_shape=(1, 64, 64), batch=8, components=[
-        dict(name="cnn", family="cnn", ops=CNN_OPS, cells=4, nodes=4, channels=8)]),
+    "cnn-small": {"input_shape": (1, 64, 64), "batch": 8, "components": [
+        {"name": "cnn", "family": "cnn", "ops": CNN_OPS, "cells": 4, "nodes": 4, "channels": 8}]},
     # the whole emoDARTS supernet (CNN + seq, joint) at a small setting
-    "emodarts-small": dict(input_shape=(1, 64, 64), batch=8, components=[
-        dict(name="cnn", family="cnn", ops=CNN_OPS, cells=4, nodes=4, channels=8,
-             handover="fold_frequency"),
-        dict(name="seq", family="seq", ops=SEQ_OPS, cells=2, nodes=3, channels=32,
-             handover="mean_over_time")]),
+    "emodarts-small": {"input_shape": (1, 64, 64), "batch": 8, "components": [
+        {"name": "cnn", "family": "cnn", "ops": CNN_OPS, "cells": 4, "nodes": 4, "channels": 8,
+             "handover": "fold_frequency"},
+        {"name": "seq", "family": "seq", "ops": SEQ_OPS, "cells": 2, "nodes": 3, "channels": 32,
+             "handover": "mean_over_time"}]},
 }
 
 
@@ -61,17 +61,22 @@ def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dic
     x = torch.randn(2 * s["batch"], *s["input_shape"])
     y = torch.randint(0, 4, (2 * s["batch"],))
     train, val = (x[: s["batch"]], y[: s["batch"]]), (x[s["batch"] :], y[s["batch"] :])
-    times, cpu = [], []
+    times, cpu, sys_s, faults = [], [], [], []
     for i in range(warmup + steps):
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, s0 = time.perf_counter(), time.process_time(), os.times().system
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         search_step(net, arch, opt, train, val, lr=0.025)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+            sys_s.append(os.times().system - s0)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     return {
         "setting": name, "order": order, "batch": s["batch"], "threads": threads,
         "step_s_median": round(statistics.median(times), 3), "step_s_all": [round(t, 3) for t in times],
         "cpu_s_median": round(statistics.median(cpu), 3),
+        "sys_s_median": round(statistics.median(sys_s), 3),
+        "page_faults_median": int(statistics.median(faults)),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
         "torch": torch.__version__, "nasspeech": str(Path(nasspeech.__file__).parent.parent),
     }
@@ -111,8 +116,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     if a.write:
-        lines = [f"\n## {time.strftime('%Y-%m-%d %H:%M')} — {platform.processor() or platform.machine()}, "
-                 f"{os.cpu_count()} cores, torch {rows[0]['torch']}\n",
+        lines = [(f"\n## {time.strftime('%Y-%m-%d %H:%M')} — {platform.processor() or platform.machine()}, "
+                 f"{os.cpu_count()} cores, torch {rows[0]['torch']}\n"),
                  "| setting | order | batch | step time (median, s) | peak RSS (GB) |",
                  "|---|---|---|---|---|"]
         lines += [f"| {r['setting']} | {r['order']} | {r['batch']} | {r['step_s_median']} | "

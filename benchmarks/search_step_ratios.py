@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_step import SETTINGS, measure  # noqa: E402
+from search_step import SETTINGS, measure
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -86,21 +86,23 @@ def summarise(rows: list[dict], rounds: int) -> dict:
 
 def markdown(res: dict, args, load_before: str, load_after: str, base_rev: str) -> str:
     w, c = res["wall"], res["cpu"]
-    lines = [f"\n## {time.strftime('%Y-%m-%d %H:%M')} — ratios, {platform.machine()}, "
-             f"{os.cpu_count()} cores, {args.threads} thread(s), setting {args.setting}\n",
+    lines = [(f"\n## {time.strftime('%Y-%m-%d %H:%M')} — ratios, {platform.machine()}, "
+             f"{os.cpu_count()} cores, {args.threads} thread(s), setting {args.setting}\n"),
              f"- load before: `{load_before}`", f"- load after: `{load_after}`",
-             f"- {args.rounds} rounds x (this checkout order 1, base {base_rev} order 1, this "
-             f"checkout order 2), alternating, each a fresh process: {args.warmup} warm-up + "
-             f"{args.steps} timed steps, median per process\n",
+             (f"- {args.rounds} rounds x (this checkout order 1, "
+              + (f"base {base_rev} order 1, " if base_rev else "")
+              + f"this checkout order 2), alternating, each a fresh process: {args.warmup} "
+              f"warm-up + {args.steps} timed steps, median per process\n"),
              "| measure | wall | CPU (process) |", "|---|---|---|",
              f"| first order, s/step | {w['first']:.2f} | {c['first']:.2f} |",
              f"| second order, s/step | {w['second']:.2f} | {c['second']:.2f} |",
-             f"| **second / first** (median of per-round ratios) | **{w['second_over_first']:.2f}**"
-             f" | {c['second_over_first']:.2f} |"]
+             (f"| **second / first** (median of per-round ratios) | "
+              f"**{w['second_over_first']:.2f}**"
+             f" | {c['second_over_first']:.2f} |")]
     if "base_first" in w:
         lines += [f"| base first order, s/step | {w['base_first']:.2f} | {c['base_first']:.2f} |",
-                  f"| **base / this checkout, first order** | **{w['base_over_new']:.2f}** | "
-                  f"{c['base_over_new']:.2f} |"]
+                  (f"| **base / this checkout, first order** | **{w['base_over_new']:.2f}** | "
+                  f"{c['base_over_new']:.2f} |")]
     lines += ["", "| process | peak RSS (GB) |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in res["peak_rss_gb"].items()]
     return "\n".join(lines) + "\n"
@@ -119,8 +121,9 @@ def main() -> None:
     base = check_tree(a.base) if a.base else None
     base_rev = ""
     if base:
-        base_rev = subprocess.run(["git", "-C", str(base), "rev-parse", "--short", "HEAD"],
-                                  capture_output=True, text=True).stdout.strip() or str(base)
+        rev = subprocess.run(["git", "-C", str(base), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=False)
+        base_rev = rev.stdout.strip() or str(base)
     before = uptime()
     print(f"# {before}", flush=True)
     res = run(a.setting, base, a.rounds, a.steps, a.warmup, a.threads)

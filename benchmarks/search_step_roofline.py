@@ -4,9 +4,11 @@ moved, against this machine's measured peaks.
     python benchmarks/search_step_roofline.py                  # cnn setting, first order
     python benchmarks/search_step_roofline.py --threads 1 --markdown
 
-Peaks are measured here, at the same thread count: FLOP/s with a 4096^3 fp32 matmul, memory
-bandwidth with a stream-like copy of 512 MB (out of cache) and of 8 MB (one activation of the
-yardstick's first cell, which stays in the last-level cache). Every ATen op of one search step
+Peaks are measured here, at the same thread count: FLOP/s with a 4096^3 fp32 matmul and with
+a large dense convolution (oneDNN's kernels, which the step runs, can beat the BLAS on some
+CPUs; the higher of the two is the peak), memory bandwidth with a stream-like copy of 512 MB
+(out of cache) and of 8 MB (one activation of the yardstick's first cell, which stays in the
+last-level cache). Every ATen op of one search step
 is timed (wall clock) under a dispatch mode; FLOPs come from PyTorch's FLOP formulas
 (convolutions, matmuls), bytes are the sizes of the op's tensor inputs and outputs (each
 counted once: the least traffic the op can have). The "bound" column is the time the op type
@@ -29,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_step import SETTINGS  # noqa: E402
+from search_step import SETTINGS
 
 aten = torch.ops.aten
 
@@ -41,6 +43,18 @@ def peak_flops(threads: int, n: int = 4096, reps: int = 3) -> float:
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(reps))
     return 2 * n**3 / best
+
+
+def peak_conv_flops(threads: int, reps: int = 3) -> float:
+    """FLOP/s of a 3x3, 64 -> 64 channel convolution of a 16 x 64 x 64 x 64 channels-last
+    batch (oneDNN; best of ``reps``)."""
+    torch.set_num_threads(threads)
+    x = torch.randn(16, 64, 64, 64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 3, 3).contiguous(memory_format=torch.channels_last)
+    conv = lambda: torch.nn.functional.conv2d(x, w, padding=1)
+    conv()
+    best = min(_timed(conv) for _ in range(reps))
+    return 2 * x.numel() * 64 * 9 / best
 
 
 def peak_bandwidth(threads: int, nbytes: int, reps: int = 5) -> float:
@@ -132,7 +146,8 @@ def op_flops(func, args, kwargs, out) -> int:
         return 2 * out.numel() * w.shape[1] * w.shape[-2] * w.shape[-1]
     if func is aten.convolution_backward.default:
         grad, w, mask = args[0], args[2], args[10]
-        return 2 * grad.numel() * w.shape[1] * w.shape[-2] * w.shape[-1] * (int(mask[0]) + int(mask[1]))
+        passes = int(mask[0]) + int(mask[1])
+        return 2 * grad.numel() * w.shape[1] * w.shape[-2] * w.shape[-1] * passes
     formula = flop_registry.get(func.overloadpacket)
     return int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
 
@@ -174,14 +189,47 @@ def profile_step(setting: str, order: int, threads: int, warmup: int = 1):
     return timer.stats, plain, time.perf_counter() - t0
 
 
+ELEMENTWISE = {"add", "add_", "mul", "mul_", "addcmul", "addcmul_", "relu", "threshold",
+               "threshold_backward", "zero_", "fill_", "sub", "div", "copy_", "clone", "sum",
+               "cat", "neg", "where"}
+
+
+def kind(op: str) -> str:
+    """The op types grouped into the kinds the step is made of."""
+    if op.startswith("conv fwd depthwise"):
+        return "depthwise conv, forward (and input gradient, run as a forward conv)"
+    if op.startswith("conv bwd-weight depthwise"):
+        return "depthwise conv, weight gradient"
+    if op.startswith("conv"):
+        return "dense conv (1x1, 1x7, 7x1, 2x2, stem), forward and backward"
+    if op.startswith("batch_norm"):
+        return "BatchNorm, forward and backward"
+    if op.startswith("max_pool"):
+        return "max pooling, forward and backward"
+    if op in ELEMENTWISE:
+        return "elementwise and reductions (add, mul, addcmul, relu, ...)"
+    return "other (views, small ops, optimizer)"
+
+
+def grouped(stats: dict[str, OpStats]) -> dict[str, OpStats]:
+    out: dict[str, OpStats] = collections.defaultdict(OpStats)
+    for name, s in stats.items():
+        g = out[kind(name)]
+        g.seconds += s.seconds
+        g.calls += s.calls
+        g.flops += s.flops
+        g.nbytes += s.nbytes
+    return out
+
+
 def table(stats: dict[str, OpStats], flops_peak: float, bw_dram: float, bw_cache: float,
           rows: int = 25) -> list[str]:
     total = sum(s.seconds for s in stats.values())
-    lines = ["| op type | calls | time (s) | share | GFLOP/s | % of peak FLOP/s | GB moved | "
-             "GB/s | % of copy BW (DRAM / cache) | bound (s) | time / bound |",
+    lines = [("| op type | calls | time (s) | share | GFLOP/s | % of peak FLOP/s | GB moved | "
+             "GB/s | % of copy BW (DRAM / cache) | bound (s) | time / bound |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in sorted(stats.items(), key=lambda kv: -kv[1].seconds)[:rows]:
-        gflops = s.flops / s.seconds / 1e9 if s.flops else None
+        gflops = s.flops / s.seconds / 1e9 if s.flops and s.seconds else None
         gbs = s.nbytes / s.seconds / 1e9
         bound = max(s.flops / flops_peak, s.nbytes / bw_dram)
         lines.append(
@@ -191,7 +239,8 @@ def table(stats: dict[str, OpStats], flops_peak: float, bw_dram: float, bw_cache
             f"{100 * gbs * 1e9 / bw_cache:.0f} % | {bound:.3f} | {s.seconds / bound:.1f} |")
     rest = sum(s.seconds for _, s in sorted(stats.items(), key=lambda kv: -kv[1].seconds)[rows:])
     if rest:
-        lines.append(f"| (other op types) | | {rest:.3f} | {100 * rest / total:.1f} % | | | | | | | |")
+        lines.append(f"| (other op types) | | {rest:.3f} | {100 * rest / total:.1f} % "
+                     "| | | | | | | |")
     return lines
 
 
@@ -203,7 +252,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=25)
     a = p.parse_args()
     load0 = os.getloadavg()
-    flops_peak = peak_flops(a.threads)
+    flops_mm, flops_conv = peak_flops(a.threads), peak_conv_flops(a.threads)
+    flops_peak = max(flops_mm, flops_conv)
     bw_dram = peak_bandwidth(a.threads, 512 << 20)
     bw_cache = peak_bandwidth(a.threads, 8 << 20)
     stats, plain, timed = profile_step(a.setting, a.order, a.threads)
@@ -212,11 +262,15 @@ def main() -> None:
     in_ops = sum(s.seconds for s in stats.values())
     print(f"setting {a.setting}, order {a.order}, {a.threads} threads; load average "
           f"{load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print(f"peak: {flops_peak / 1e9:.1f} GFLOP/s (fp32 matmul), copy {bw_dram / 1e9:.1f} GB/s "
+    print(f"peak: {flops_mm / 1e9:.1f} GFLOP/s (fp32 matmul), {flops_conv / 1e9:.1f} GFLOP/s "
+          f"(3x3 conv, oneDNN), copy {bw_dram / 1e9:.1f} GB/s "
           f"(512 MB, DRAM) / {bw_cache / 1e9:.1f} GB/s (8 MB, cache)")
     print(f"step {plain:.2f} s; under the op timer {timed:.2f} s, of which {in_ops:.2f} s in ATen "
           f"ops; {total_flops / 1e9:.1f} GFLOP, {total_bytes / 1e9:.1f} GB moved (at least); "
           f"the step at peak: {max(total_flops / flops_peak, total_bytes / bw_dram):.2f} s\n")
+    print("\n".join(table(grouped(stats), flops_peak, bw_dram, bw_cache, a.rows)
+                    ).replace("| op type |", "| kind |"))
+    print()
     print("\n".join(table(stats, flops_peak, bw_dram, bw_cache, a.rows)))
 
 

@@ -59,7 +59,7 @@ class _Recompute:
     """``relu(source)``, recomputed at the first unpack and kept until every op that saved it
     has unpacked it (``pending``); recomputed again if unpacked more often."""
 
-    __slots__ = ("source", "pending", "value")
+    __slots__ = ("pending", "source", "value")
 
     def __init__(self, source: torch.Tensor) -> None:
         self.source = source

@@ -17,7 +17,7 @@ def _space() -> SearchSpace:
     ops = ["sep_conv_3x3", "dil_conv_3x3", "conv_7x1_1x7", "max_pool_3x3", "skip_connect",
            "none"]
     return SearchSpace(name="layout", input_shape=(1, 12, 12), num_classes=3, components=[
-        dict(name="cnn", family="cnn", ops=ops, cells=3, nodes=2, channels=4)])
+        {"name": "cnn", "family": "cnn", "ops": ops, "cells": 3, "nodes": 2, "channels": 4}])
 
 
 def _batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
