@@ -43,12 +43,11 @@ SETTINGS = {
 }
 
 
-def yardstick(name: str, order: int, threads: int):
-    """The setting's supernet, Architect, weight optimiser and a train and a val batch
-    (seeded), at ``threads`` torch threads: what every step benchmark times."""
+def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dict:
     import torch
 
-    from nasspeech.search import Architect
+    import nasspeech
+    from nasspeech.search import Architect, search_step
     from nasspeech.space import SearchSpace
 
     torch.set_num_threads(threads)
@@ -61,17 +60,7 @@ def yardstick(name: str, order: int, threads: int):
     opt = torch.optim.SGD(net.weight_parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
     x = torch.randn(2 * s["batch"], *s["input_shape"])
     y = torch.randint(0, 4, (2 * s["batch"],))
-    return net, arch, opt, (x[: s["batch"]], y[: s["batch"]]), (x[s["batch"] :], y[s["batch"] :])
-
-
-def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dict:
-    import torch
-
-    import nasspeech
-    from nasspeech.search import search_step
-
-    s = SETTINGS[name]
-    net, arch, opt, train, val = yardstick(name, order, threads)
+    train, val = (x[: s["batch"]], y[: s["batch"]]), (x[s["batch"] :], y[s["batch"] :])
     times, cpu, sys_s, faults = [], [], [], []
     for i in range(warmup + steps):
         t0, c0, s0 = time.perf_counter(), time.process_time(), os.times().system
