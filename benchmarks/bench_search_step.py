@@ -25,7 +25,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_step import SETTINGS
+from search_step import setup
 
 SECOND_OVER_FIRST_MAX = 3.0
 
@@ -34,21 +34,11 @@ def alternating_step_cpu(setting: str, rounds: int = 3) -> dict[int, float]:
     """Median process CPU time of a first- and a second-order search step on one supernet,
     the two orders alternating, at one thread."""
     from nasspeech.search import Architect, search_step
-    from nasspeech.space import SearchSpace
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        s = SETTINGS[setting]
-        space = SearchSpace(name=setting, input_shape=s["input_shape"], num_classes=4,
-                            components=s["components"])
-        net = space.build_supernet()
-        architects = {order: Architect(net, order=order) for order in (1, 2)}
-        opt = torch.optim.SGD(net.weight_parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
-        b = s["batch"]
-        x, y = torch.randn(2 * b, *s["input_shape"]), torch.randint(0, 4, (2 * b,))
-        train, val = (x[:b], y[:b]), (x[b:], y[b:])
+        net, first, opt, train, val = setup(setting, 1, 1)
+        architects = {1: first, 2: Architect(net, order=2)}
         times: dict[int, list[float]] = {1: [], 2: []}
         for r in range(rounds + 1):  # round 0 warms both up
             for order in ((1, 2) if r % 2 else (2, 1)):

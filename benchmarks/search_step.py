@@ -43,11 +43,12 @@ SETTINGS = {
 }
 
 
-def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dict:
+def setup(name: str, order: int, threads: int):
+    """The supernet of setting ``name``, its Architect, weight optimiser and a training and a
+    validation batch, at ``threads`` intra-op threads, seeded."""
     import torch
 
-    import nasspeech
-    from nasspeech.search import Architect, search_step
+    from nasspeech.search import Architect
     from nasspeech.space import SearchSpace
 
     torch.set_num_threads(threads)
@@ -61,6 +62,17 @@ def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dic
     x = torch.randn(2 * s["batch"], *s["input_shape"])
     y = torch.randint(0, 4, (2 * s["batch"],))
     train, val = (x[: s["batch"]], y[: s["batch"]]), (x[s["batch"] :], y[s["batch"] :])
+    return net, arch, opt, train, val
+
+
+def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dict:
+    import torch
+
+    import nasspeech
+    from nasspeech.search import search_step
+
+    s = SETTINGS[name]
+    net, arch, opt, train, val = setup(name, order, threads)
     times, cpu, sys_s, faults = [], [], [], []
     for i in range(warmup + steps):
         t0, c0, s0 = time.perf_counter(), time.process_time(), os.times().system

@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_step import SETTINGS
+from search_step import SETTINGS, setup
 
 aten = torch.ops.aten
 
@@ -163,20 +163,9 @@ def _unique_bytes(tensors: list[torch.Tensor]) -> int:
 
 
 def profile_step(setting: str, order: int, threads: int, warmup: int = 1):
-    from nasspeech.search import Architect, search_step
-    from nasspeech.space import SearchSpace
+    from nasspeech.search import search_step
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    s = SETTINGS[setting]
-    space = SearchSpace(name=setting, input_shape=s["input_shape"], num_classes=4,
-                        components=s["components"])
-    net = space.build_supernet()
-    arch = Architect(net, order=order)
-    opt = torch.optim.SGD(net.weight_parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
-    x = torch.randn(2 * s["batch"], *s["input_shape"])
-    y = torch.randint(0, 4, (2 * s["batch"],))
-    train, val = (x[: s["batch"]], y[: s["batch"]]), (x[s["batch"]:], y[s["batch"]:])
+    net, arch, opt, train, val = setup(setting, order, threads)
     for _ in range(warmup):
         search_step(net, arch, opt, train, val, lr=0.025)
     t0 = time.perf_counter()
