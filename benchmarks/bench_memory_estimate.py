@@ -205,7 +205,13 @@ def main() -> None:
              "about 240 000 dispatched aten ops and 170 000 storages per traced step "
              "(3-4 s), the toolkit's own step code and the autograd engine."),
         ]
-        RESULT.write_text("\n".join(lines) + "\n")
+        from estimate_startup import SECTION  # that benchmark's section is kept
+
+        from nasspeech.io import atomic_write
+
+        old = RESULT.read_text() if RESULT.exists() else ""
+        keep = "\n" + old[old.index(SECTION):] if SECTION in old else ""
+        atomic_write(RESULT, "\n".join(lines) + "\n" + keep)
         print(f"wrote {RESULT}")
 
 
