@@ -125,7 +125,8 @@ def main() -> None:
         return
     lines = [SECTION, "",
              (f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/estimate_startup.py"
-             f"{' --plan-modes' if modes else ''} --write` ({os.cpu_count()} cores, shared; "
+             f"{' --plan-modes' if modes else ''}{' --baseline DIR' if base else ''} --write` "
+             f"({os.cpu_count()} cores, shared; "
              "the load is the machine's, other engineers' jobs included)."), "",
              "| what | wall time (s) | target | load before | load after |", "|---|---|---|---|---|",
              f"| imports of `nasspeech estimate` (a new process, best of 3) | {imports:.2f} | | | |",
