@@ -31,7 +31,8 @@ SECTION = "## New processes: `nasspeech estimate` and `nasspeech plan` (issue #1
 
 
 def env(code: Path) -> dict[str, str]:
-    """The environment that runs ``code``'s nasspeech."""
+    """The environment that runs ``code``'s nasspeech (run it with ``cwd=code`` too: the
+    current folder comes first on ``sys.path`` for ``-c`` and ``-m``)."""
     return {**os.environ, "PYTHONPATH": str(code)}
 
 
@@ -51,7 +52,7 @@ def command(*args: str, code: Path = ROOT) -> tuple[float, str, str, str, str]:
     before = load()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "nasspeech", *args], capture_output=True,
-                          text=True, check=True, cwd=ROOT, env=env(code))
+                          text=True, check=True, cwd=code, env=env(code))
     return time.perf_counter() - start, done.stdout, done.stderr, before, load()
 
 
@@ -68,7 +69,7 @@ def import_seconds(code: Path = ROOT) -> float:
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", IMPORTS], check=True, cwd=ROOT, env=env(code))
+        subprocess.run([sys.executable, "-c", IMPORTS], check=True, cwd=code, env=env(code))
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -124,7 +125,8 @@ def main() -> None:
         return
     lines = [SECTION, "",
              (f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/estimate_startup.py"
-             f"{' --plan-modes' if modes else ''} --write` ({os.cpu_count()} cores, shared; "
+             f"{' --plan-modes' if modes else ''}{' --baseline DIR' if base else ''} --write` "
+             f"({os.cpu_count()} cores, shared; "
              "the load is the machine's, other engineers' jobs included)."), "",
              "| what | wall time (s) | target | load before | load after |", "|---|---|---|---|---|",
              f"| imports of `nasspeech estimate` (a new process, best of 3) | {imports:.2f} | | | |",
