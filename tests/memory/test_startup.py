@@ -72,7 +72,11 @@ def test_idle_cores_falls_back_on_the_load_average(monkeypatch) -> None:
 
 
 def test_no_fork_on_a_busy_machine(monkeypatch) -> None:
-    monkeypatch.setattr(fork, "idle_cores", lambda _since: 0.1)
+    import nasspeech.memory.session as session_module
+
+    busy = lambda _since: 0.1  # noqa: E731
+    monkeypatch.setattr(fork, "idle_cores", busy)
+    monkeypatch.setattr(session_module, "idle_cores", busy)  # its own imported name
     session = StepTracerSession(cnn_space(), SearchConfig(order=1))
     assert session.trace_in_background([2]) is None  # the session's own check
     assert fork_workers(None, None) == 1
