@@ -22,7 +22,7 @@ ALLOWED = {
     "families": {"registry", "kernels", "ops"},
     "baselines": {"registry"},
     "genotype": {"registry", "io", "plots._common", "space.limits", "space.loading"},
-    "space": {"registry", "kernels", "ops", "families", "genotype", "io"},
+    "space": {"registry", "kernels", "ops", "families", "genotype", "io", "lazy"},
     "search": {"registry", "kernels.precision", "genotype", "space", "config"},
     "memory": {"registry", "kernels.precision", "space", "config", "search"},
 }

@@ -8,8 +8,9 @@ imports through the ``TYPE_CHECKING`` block.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nasspeech.lazy import lazy_names
 
 if TYPE_CHECKING:
     from nasspeech.space.component_chain import ComponentChain
@@ -43,16 +44,4 @@ _WHERE = {
 }
 
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nasspeech.space' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"nasspeech.space.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
