@@ -5,8 +5,9 @@ gradient of dilated and of strided depthwise convs (up to 100x the forward time 
 channels-last), and the weight gradient of 5x5 kernels. :class:`DepthwiseConv2d` computes the
 input gradient as a *forward* depthwise convolution instead: the output gradient, zero-filled
 between the strided positions and padded by the kernel's extent, convolved with the flipped
-kernel. The weight gradient stays oneDNN's, and is skipped when the weight is frozen (the
-first-order alpha step). On other devices, on fake tensors and inside
+kernel. The weight gradient is a compiled kernel (:mod:`nasspeech.kernels.native`; oneDNN's
+where it is unavailable, for bf16 and inside a double backward), and is skipped when the
+weight is frozen (the first-order alpha step). On other devices, on fake tensors and inside
 :func:`nasspeech.kernels.dispatch.reference_kernels`, the module is a plain ``nn.Conv2d``.
 """
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasspeech.kernels.dispatch import fast_cpu_path
+from nasspeech.kernels.native import native_ops
 from nasspeech.kernels.precision import autocast_dtype
 
 
@@ -48,6 +50,27 @@ def depthwise_input_grad(grad: torch.Tensor, weight: torch.Tensor, input_hw: tup
     return F.conv2d(spread, flipped, None, 1, 0, dilation, channels)
 
 
+def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                          stride: tuple[int, int], padding: tuple[int, int],
+                          dilation: tuple[int, int]) -> torch.Tensor:
+    """The weight gradient of ``conv2d(x, weight, stride, padding, dilation, groups=C)``: the
+    compiled kernel (:mod:`nasspeech.kernels.native`) for fp32 when no graph of the backward
+    is being built, oneDNN's otherwise (bf16, double backward, no compiler)."""
+    if (not torch.is_grad_enabled() and grad.dtype == torch.float32 and x.dtype == torch.float32
+            and (ops := native_ops()) is not None):
+        return ops.depthwise_weight_grad(grad, x, list(weight.shape[-2:]), list(stride),
+                                         list(padding), list(dilation)).to(
+            memory_format=_weight_format(weight))
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, None, stride, padding, dilation, False, (0, 0), x.shape[1],
+        (False, True, False))[1]
+
+
+def _weight_format(weight: torch.Tensor) -> torch.memory_format:
+    return (torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last)
+            and not weight.is_contiguous() else torch.contiguous_format)
+
+
 class _DepthwiseConv2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, stride, padding, dilation):  # type: ignore[override]
@@ -64,9 +87,7 @@ class _DepthwiseConv2dFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = depthwise_input_grad(grad, weight, input_hw, stride, padding, dilation)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, stride, padding, dilation, False, (0, 0), x.shape[1],
-                (False, True, False))[1]
+            grad_w = depthwise_weight_grad(grad, x, weight, stride, padding, dilation)
         return grad_x, grad_w, None, None, None
 
 

@@ -1,0 +1,120 @@
+"""Compiled CPU kernels: built once per machine from ``csrc/*.cpp``, loaded on first use.
+
+Some ops have no fast oneDNN kernel at the few channels of a DARTS cell (the depthwise weight
+gradient runs 6-38x from its roofline bound). Their C++ kernels live in ``csrc/`` and register
+themselves as ``torch.ops.nasspeech.*`` (so profilers name them). :func:`native_ops` compiles
+all of them into one library with the machine's C++ compiler the first time a process needs
+one (about 20 s; a lock serialises concurrent processes), caches it, and loads it.
+
+The cache is keyed by the sources, the torch and Python versions and the CPU's model and
+instruction-set flags: the library is built with ``-march=native``, and a cache shared by
+machines with different CPUs keeps one build per CPU kind instead of running another CPU's
+instructions. Where no compiler works, or with ``NASSPEECH_NATIVE_KERNELS=0``, the ops fall
+back to PyTorch's kernels (one warning says why).
+
+Cache location: ``$NASSPEECH_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/nasspeech/kernels``, else
+``~/.cache/nasspeech/kernels``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+_SOURCES = Path(__file__).with_name("csrc")
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast"]
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}
+
+log = logging.getLogger(__name__)
+
+
+def native_enabled() -> bool:
+    """Whether compiled kernels may be used (``NASSPEECH_NATIVE_KERNELS`` is not 0/off/false)."""
+    return os.environ.get("NASSPEECH_NATIVE_KERNELS", "1").strip().lower() not in (
+        "0", "off", "false", "no")
+
+
+def _cpu_signature() -> str:
+    """The CPU's model name and instruction-set flags (what ``-march=native`` compiles for)."""
+    model = flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = " ".join(sorted(value.split()))
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return f"{platform.machine()}|{model}|{flags}"
+
+
+def cache_key() -> str:
+    """Hash of everything a build depends on."""
+    import torch
+
+    digest = hashlib.sha256()
+    for part in (torch.__version__, sys.version, " ".join(_FLAGS), _cpu_signature()):
+        digest.update(part.encode())
+    for source in sorted(_SOURCES.glob("*.cpp")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where builds are kept."""
+    root = os.environ.get("NASSPEECH_KERNEL_CACHE")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nasspeech" / "kernels"
+
+
+def native_ops() -> object | None:
+    """``torch.ops.nasspeech`` with the compiled kernels loaded, or None where they cannot
+    be (disabled, or the build failed: warned once per process)."""
+    if not native_enabled():
+        return None
+    if "ops" in _STATE:
+        return _STATE["ops"]
+    with _LOCK:
+        if "ops" not in _STATE:
+            _STATE["ops"] = _build_and_load()
+    return _STATE["ops"]
+
+
+def _build_and_load() -> object | None:
+    import torch
+
+    key = cache_key()
+    build = cache_dir() / key
+    name = f"nasspeech_kernels_{key}"
+    try:
+        from torch.utils.cpp_extension import load
+
+        build.mkdir(parents=True, exist_ok=True)
+        if not any(build.glob(f"{name}*.so")):
+            log.warning("compiling nasspeech's CPU kernels into %s (once per machine, ~20 s)",
+                        build)
+        load(name=name, sources=[str(s) for s in sorted(_SOURCES.glob("*.cpp"))],
+             extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], build_directory=str(build),
+             is_python_module=False, verbose=False)
+    except Exception as exc:  # no compiler, no headers, a failed build: fall back, loudly
+        warnings.warn(f"nasspeech's compiled CPU kernels are unavailable ({type(exc).__name__}: "
+                      f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
+                      "PyTorch's kernels are used instead. Set NASSPEECH_NATIVE_KERNELS=0 to "
+                      "silence this.", RuntimeWarning, stacklevel=3)
+        return None
+    return torch.ops.nasspeech
