@@ -109,6 +109,10 @@ def op_type(func, args) -> str:
         part = "+".join(p for p, m in zip(("input", "weight", "bias"), mask) if m)
         return f"conv bwd-{part} {_conv_kind(args[2], args[9], args[6])}"
     name = func.overloadpacket.__name__
+    if name == "depthwise_weight_grad":  # nasspeech's compiled kernel
+        kernel, dilation = args[2], args[5]
+        k = "x".join(str(s) for s in kernel)
+        return f"conv bwd-weight depthwise {k}" + (" dilated" if max(dilation) > 1 else "")
     if name in ("native_batch_norm", "_native_batch_norm_legit", "_batch_norm_impl_index"):
         return "batch_norm fwd"
     if name.startswith("native_batch_norm_backward"):
@@ -148,6 +152,9 @@ def op_flops(func, args, kwargs, out) -> int:
         grad, w, mask = args[0], args[2], args[10]
         passes = int(mask[0]) + int(mask[1])
         return 2 * grad.numel() * w.shape[1] * w.shape[-2] * w.shape[-1] * passes
+    if func.overloadpacket.__name__ == "depthwise_weight_grad":
+        grad, kernel = args[0], args[2]
+        return 2 * grad.numel() * kernel[0] * kernel[1]
     formula = flop_registry.get(func.overloadpacket)
     return int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
 
