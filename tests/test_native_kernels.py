@@ -145,3 +145,31 @@ def test_cache_key_follows_cpu_sources_and_flags(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(native, "_FLAGS", ["-O2"])
     assert native.cache_key() != key
+
+
+def test_kernels_command_reports_the_state(capsys, monkeypatch):
+    from nasspeech.cli.main import main
+
+    assert main(["kernels", "--json"]) == 0
+    status = __import__("json").loads(capsys.readouterr().out)
+    assert status["sources"] == [p.name for p in native.kernel_sources()]
+    assert status["cache"].endswith(status["key"])
+    if ops is not None:
+        assert main(["kernels", "--build"]) == 0
+        out = capsys.readouterr().out
+        assert "loaded" in out and "depthwise_weight_grad" in out
+    monkeypatch.setenv("NASSPEECH_NATIVE_KERNELS", "off")
+    assert main(["kernels", "--build"]) == 0
+    assert "disabled" in capsys.readouterr().out
+
+
+def test_kernels_build_fails_with_the_reason(capsys, monkeypatch, tmp_path):
+    from nasspeech.cli.main import main
+
+    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setenv("NASSPEECH_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "/bin/false")
+    monkeypatch.setattr(native, "_FLAGS", [*native._FLAGS, "-DNASSPEECH_TEST_FAILED_BUILD"])
+    assert main(["kernels", "--build"]) == 1
+    out = capsys.readouterr().out
+    assert "not built yet" in out and "error:" in out

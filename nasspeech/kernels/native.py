@@ -82,6 +82,27 @@ def cache_dir() -> Path:
     return Path(base) / "nasspeech" / "kernels"
 
 
+def kernel_sources() -> list[Path]:
+    """The C++ files compiled into the library."""
+    return sorted(_SOURCES.glob("*.cpp"))
+
+
+def native_status() -> dict[str, object]:
+    """What :func:`native_ops` did or would do in this process, for ``nasspeech kernels``:
+    enabled, cache directory and key, whether a build exists, loaded ops, the last error."""
+    key = cache_key()
+    build = cache_dir() / key
+    import torch
+
+    loaded = _STATE.get("ops") is not None
+    ops = sorted(n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
+                 if n.startswith("nasspeech::")) if loaded else []
+    return {"enabled": native_enabled(), "cache": str(build), "key": key,
+            "built": any(build.glob("nasspeech_kernels_*.so")),
+            "sources": [s.name for s in kernel_sources()], "loaded": loaded, "ops": ops,
+            "error": _STATE.get("error")}
+
+
 def native_ops() -> object | None:
     """``torch.ops.nasspeech`` with the compiled kernels loaded, or None where they cannot
     be (disabled, or the build failed: warned once per process)."""
@@ -108,13 +129,15 @@ def _build_and_load() -> object | None:
         if not any(build.glob(f"{name}*.so")):
             log.warning("compiling nasspeech's CPU kernels into %s (once per machine, ~20 s)",
                         build)
-        load(name=name, sources=[str(s) for s in sorted(_SOURCES.glob("*.cpp"))],
+        load(name=name, sources=[str(s) for s in kernel_sources()],
              extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], build_directory=str(build),
              is_python_module=False, verbose=False)
     except Exception as exc:  # no compiler, no headers, a failed build: fall back, loudly
-        warnings.warn(f"nasspeech's compiled CPU kernels are unavailable ({type(exc).__name__}: "
-                      f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
-                      "PyTorch's kernels are used instead. Set NASSPEECH_NATIVE_KERNELS=0 to "
-                      "silence this.", RuntimeWarning, stacklevel=3)
+        text = str(exc).strip()
+        _STATE["error"] = f"{type(exc).__name__}: {text.splitlines()[-1] if text else exc!r}"
+        warnings.warn(f"nasspeech's compiled CPU kernels are unavailable ({_STATE['error']}); "
+                      "PyTorch's kernels are used instead (`nasspeech kernels --build` shows "
+                      "the build; NASSPEECH_NATIVE_KERNELS=0 silences this).", RuntimeWarning,
+                      stacklevel=3)
         return None
     return torch.ops.nasspeech
