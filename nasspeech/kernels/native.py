@@ -132,7 +132,7 @@ def _build_and_load() -> object | None:
         load(name=name, sources=[str(s) for s in kernel_sources()],
              extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], build_directory=str(build),
              is_python_module=False, verbose=False)
-    except Exception as exc:  # no compiler, no headers, a failed build: fall back, loudly
+    except Exception as exc:  # noqa: BLE001  (no compiler, no headers, a failed build: fall back, loudly)
         text = str(exc).strip()
         _STATE["error"] = f"{type(exc).__name__}: {text.splitlines()[-1] if text else exc!r}"
         warnings.warn(f"nasspeech's compiled CPU kernels are unavailable ({_STATE['error']}); "
