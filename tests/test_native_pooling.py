@@ -70,7 +70,7 @@ def test_forward_matches_pytorch_values_and_argmax(shape, stride, kind):
 @needs_native
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("kind", ["randn", "relu", "zeros", "rounded"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_backward_matches_pytorch_in_float64(shape, stride, kind):
     x = _inputs(shape, kind)
     y, taps = ops.max_pool3x3_forward(x, stride)
