@@ -52,10 +52,17 @@ def _inputs(shape: tuple[int, ...], kind: str) -> torch.Tensor:
 KINDS = ["randn", "relu", "zeros", "rounded", "special", "neg_inf"]
 
 
-@needs_native
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("kind", KINDS)
+def every_case(test):
+    """Run ``test`` for every shape, stride and kind of input (with the compiled kernels)."""
+    for mark in (pytest.mark.parametrize("kind", KINDS),
+                 pytest.mark.parametrize("stride", [1, 2]),
+                 pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s))),
+                 needs_native):
+        test = mark(test)
+    return test
+
+
+@every_case
 def test_forward_matches_pytorch_values_and_argmax(shape, stride, kind):
     x = _inputs(shape, kind)
     y, taps = ops.max_pool3x3_forward(x, stride)
@@ -67,10 +74,7 @@ def test_forward_matches_pytorch_values_and_argmax(shape, stride, kind):
     assert torch.equal(_taps_to_indices(taps, shape[3], stride), indices)
 
 
-@needs_native
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("kind", KINDS)
+@every_case
 def test_backward_matches_pytorch_in_float64(shape, stride, kind):
     x = _inputs(shape, kind)
     y, taps = ops.max_pool3x3_forward(x, stride)
