@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from nasspeech.kernels.onednn import onednn_narrow_conv_hazard
+from nasspeech.kernels.pooling import MaxPool3x3
 from nasspeech.ops.blocks import (
     AvgPool3x3,
     Conv7x1x1x7,
@@ -39,8 +40,8 @@ def skip_connect(channels: int, stride: int = 1) -> nn.Module:
 
 @register_op("cnn", "max_pool_3x3", parametric=False, tags=("pool",))
 def max_pool_3x3(channels: int, stride: int = 1) -> nn.Module:
-    """3x3 max pooling."""
-    return nn.MaxPool2d(3, stride=stride, padding=1)
+    """3x3 max pooling (compiled CPU kernels with a uint8 argmax: :mod:`nasspeech.kernels.pooling`)."""
+    return MaxPool3x3(stride)
 
 
 @register_op("cnn", "avg_pool_3x3", parametric=False, tags=("pool",))
