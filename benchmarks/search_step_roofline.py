@@ -228,11 +228,12 @@ def table(stats: dict[str, OpStats], flops_peak: float, bw_dram: float, bw_cache
         gflops = s.flops / s.seconds / 1e9 if s.flops and s.seconds else None
         gbs = s.nbytes / s.seconds / 1e9
         bound = max(s.flops / flops_peak, s.nbytes / bw_dram)
+        far = f"{bound:.3f} | {s.seconds / bound:.1f}" if bound else "- | -"  # views: no bytes
         lines.append(
             f"| {name} | {s.calls} | {s.seconds:.3f} | {100 * s.seconds / total:.1f} % | "
             + (f"{gflops:.1f} | {100 * gflops * 1e9 / flops_peak:.1f} %" if gflops else "- | -")
             + f" | {s.nbytes / 1e9:.2f} | {gbs:.1f} | {100 * gbs * 1e9 / bw_dram:.0f} % / "
-            f"{100 * gbs * 1e9 / bw_cache:.0f} % | {bound:.3f} | {s.seconds / bound:.1f} |")
+            f"{100 * gbs * 1e9 / bw_cache:.0f} % | {far} |")
     rest = sum(s.seconds for _, s in sorted(stats.items(), key=lambda kv: -kv[1].seconds)[rows:])
     if rest:
         lines.append(f"| (other op types) | | {rest:.3f} | {100 * rest / total:.1f} % "
