@@ -80,11 +80,16 @@ def test_weighted_sum_matches_float64(n, c, h, w, mean, accumulate):
     x = _input(n, c, h, w, mean, seed=1)
     running_mean, running_var = torch.zeros(c), torch.ones(c)
     y_ref, inv_ref, rm_ref, rv_ref = _reference(x, running_mean, running_var, 0.3, 1e-3)
-    out = torch.randn_like(x) if accumulate else torch.empty_like(x)
-    base = out.double() if accumulate else 0.0
     weight = torch.tensor(-0.37)
-    y, invstd = ops.batch_norm_weighted_sum(out, accumulate, x, weight, running_mean,
-                                            running_var, 0.3, 1e-3)
+    args = (x, weight, running_mean, running_var, 0.3, 1e-3)
+    if accumulate:
+        out = torch.randn_like(x)
+        base = out.double()
+        y, invstd = ops.batch_norm_weighted_sum_(out, *args)
+    else:
+        base = 0.0
+        out, y, invstd = ops.batch_norm_weighted(*args)
+        assert out.is_contiguous(memory_format=CL)
     _close(y, y_ref)
     _close(out, base + -0.37 * y_ref)
     torch.testing.assert_close(invstd.double(), inv_ref, rtol=1e-5, atol=0)
@@ -141,9 +146,11 @@ def test_bad_arguments_are_refused_by_name(n, c, h, w):
         ops.batch_norm_forward(x, torch.zeros(c), torch.ones(c + 1), 0.1, 1e-5)
     with pytest.raises(RuntimeError, match="x must be float32"):
         ops.batch_norm_forward(x.double(), torch.zeros(c), torch.ones(c), 0.1, 1e-5)
-    with pytest.raises(RuntimeError, match="out must be channels-last contiguous"):
-        ops.batch_norm_weighted_sum(torch.zeros(n, c, h, w + 1)[..., :w], True, x,
-                                    torch.tensor(1.0), torch.zeros(c), torch.ones(c), 0.1, 1e-5)
+    with pytest.raises(RuntimeError, match="acc must be channels-last contiguous"):
+        ops.batch_norm_weighted_sum_(torch.zeros(n, c, h, w + 1)[..., :w], x, torch.tensor(1.0),
+                                     torch.zeros(c), torch.ones(c), 0.1, 1e-5)
+    with pytest.raises(RuntimeError, match="w must be one float32 value"):
+        ops.batch_norm_weighted(x, torch.ones(2), torch.zeros(c), torch.ones(c), 0.1, 1e-5)
     with pytest.raises(RuntimeError, match="more than one value per channel"):
         ops.batch_norm_forward(x[:1, :, :1, :1], torch.zeros(c), torch.ones(c), 0.1, 1e-5)
 
@@ -223,7 +230,8 @@ def test_weighted_sum_uses_the_kernels_and_matches_float64(spy, with_acc, x_grad
     torch.testing.assert_close(ours.running_mean.double(), ref.running_mean, rtol=1e-5,
                                atol=1e-5)
     torch.testing.assert_close(ours.running_var.double(), ref.running_var, rtol=1e-5, atol=1e-5)
-    assert spy[0] == "batch_norm_weighted_sum" and spy[1:] == ["batch_norm_backward"]
+    kernel = "batch_norm_weighted_sum_" if with_acc else "batch_norm_weighted"
+    assert spy == [kernel, "batch_norm_backward"]
 
 
 @needs_native
@@ -268,7 +276,8 @@ def test_mixed_op_with_the_kernels_matches_pytorch_kernels(spy):
     with reference_kernels():
         out_ref = ref(x, w)
         grads_ref = torch.autograd.grad(out_ref, [x, w, *ref.parameters()], grad)
-    assert spy.count("batch_norm_weighted_sum") == 7 and "batch_norm_forward" in spy
+    assert spy.count("batch_norm_weighted") + spy.count("batch_norm_weighted_sum_") == 7
+    assert "batch_norm_forward" in spy
     torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-4)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())

@@ -69,9 +69,13 @@ class _WeightedBatchNormSum(torch.autograd.Function):
         ops = _compiled(z)
         if (ops is not None and _stats_fit(running_mean, running_var)
                 and w.dtype == torch.float32 and w.numel() == 1 and (acc is None or _fits(acc, z))):
-            out = torch.empty_like(z, memory_format=torch.channels_last) if acc is None else acc
-            y, invstd = ops.batch_norm_weighted_sum(out, acc is not None, z, w, running_mean,
-                                                    running_var, momentum, eps)
+            if acc is None:
+                out, y, invstd = ops.batch_norm_weighted(z, w, running_mean, running_var,
+                                                         momentum, eps)
+            else:
+                y, invstd = ops.batch_norm_weighted_sum_(acc, z, w, running_mean, running_var,
+                                                         momentum, eps)
+                out = acc
         else:
             y, _, invstd = _native_bn(z, None, None, running_mean, running_var, True, momentum,
                                       eps)

@@ -35,6 +35,16 @@ inline v8 splat(float f) { return v8{f, f, f, f, f, f, f, f}; }
 constexpr int64_t kUnitFloats = 8192;  // floats per unit (32 KB: stays in L1/L2 between passes)
 constexpr int64_t kChunk = 128;        // pixels per float partial sum
 
+// Scratch memory of the calling thread, reused across calls (grown, never freed): small
+// allocations between the large tensors of a training step would split the heap's free
+// blocks and raise the peak RSS. Slot: one buffer per concurrent use.
+template <class T, int Slot>
+T* scratch(size_t n) {
+  thread_local std::vector<T> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
 struct Units {
   int64_t N, C, HW, per_unit, per_sample, count;
   Units(int64_t n, int64_t c, int64_t hw) : N(n), C(c), HW(hw) {
@@ -96,10 +106,10 @@ void channel_sums(int64_t P, int64_t C_rt, F f, FS fs, double* out) {
     }
   } else {
     const int64_t C = C_rt, CV = C - C % 8;
-    std::vector<float> acc(static_cast<size_t>(NOUT * C));
+    float* acc = scratch<float, 1>(static_cast<size_t>(NOUT * C));
     for (int64_t p0 = 0; p0 < P; p0 += kChunk) {
       const int64_t p1 = std::min(P, p0 + kChunk);
-      std::fill(acc.begin(), acc.end(), 0.f);
+      std::fill(acc, acc + NOUT * C, 0.f);
       for (int64_t p = p0; p < p1; ++p) {
         for (int64_t c0 = 0; c0 < CV; c0 += 8) {
           v8 v[NOUT];
@@ -146,18 +156,20 @@ void check_channels(const at::Tensor& t, int64_t C, const char* op, const char* 
 }
 
 // Per-channel mean and biased variance of channels-last x (n values per channel), in double.
-void statistics(const float* x, const Units& units, std::vector<double>& mean, std::vector<double>& var) {
+void statistics(const float* x, const Units& units, double* mean, double* var) {
   const int64_t C = units.C, U = units.count;
-  std::vector<double> part(static_cast<size_t>(U * 2 * C), 0.0);  // per unit: mean, M2
+  double* part = scratch<double, 0>(static_cast<size_t>(U * 2 * C));  // per unit: mean, M2
+  float* means = scratch<float, 0>(static_cast<size_t>(U * C));       // per unit: mean in float
+  std::fill(part, part + U * 2 * C, 0.0);
   const float* k = x;  // shift: the first pixel (sums of x - k have no large mean to lose)
   with_blocks(C, [&](auto cb) {
     constexpr int CB = decltype(cb)::value;
     at::parallel_for(0, U, 1, [&](int64_t u0, int64_t u1) {
-      std::vector<float> m(static_cast<size_t>(C));
       for (int64_t u = u0; u < u1; ++u) {
         const float* xu = x + units.offset(u);
         const int64_t P = units.pixels(u);
-        double* mu = part.data() + u * 2 * C;
+        float* m = means + u * C;
+        double* mu = part + u * 2 * C;
         double* m2 = mu + C;
         channel_sums<CB, 1>(
             P, C, [xu, k](int64_t i, int64_t c0, v8* v) { v[0] = load8(xu + i) - load8(k + c0); },
@@ -166,7 +178,7 @@ void statistics(const float* x, const Units& units, std::vector<double>& mean, s
           mu[c] = static_cast<double>(k[c]) + mu[c] / static_cast<double>(P);
           m[c] = static_cast<float>(mu[c]);
         }
-        const float* mp = m.data();
+        const float* mp = m;
         channel_sums<CB, 1>(
             P, C,
             [xu, mp](int64_t i, int64_t c0, v8* v) { const v8 d = load8(xu + i) - load8(mp + c0); v[0] = d * d; },
@@ -179,8 +191,8 @@ void statistics(const float* x, const Units& units, std::vector<double>& mean, s
     });
   });
   const double n = static_cast<double>(units.N * units.HW);
-  mean.assign(static_cast<size_t>(C), 0.0);
-  var.assign(static_cast<size_t>(C), 0.0);
+  std::fill(mean, mean + C, 0.0);
+  std::fill(var, var + C, 0.0);
   for (int64_t u = 0; u < U; ++u)
     for (int64_t c = 0; c < C; ++c) mean[c] += part[u * 2 * C + c] * static_cast<double>(units.pixels(u));
   for (int64_t c = 0; c < C; ++c) mean[c] /= n;
@@ -194,8 +206,8 @@ void statistics(const float* x, const Units& units, std::vector<double>& mean, s
   for (int64_t c = 0; c < C; ++c) var[c] /= n;
 }
 
-// mode 0: y only; 1: out = w * y; 2: out += w * y
-std::tuple<at::Tensor, at::Tensor> forward_impl(const at::Tensor& input, float* out, int mode, float w,
+// mode 0: y only; 1: out = w * y (a new tensor, allocated after y); 2: out += w * y
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& input, at::Tensor out, int mode, float w,
                                                 const at::Tensor& running_mean, const at::Tensor& running_var,
                                                 double momentum, double eps, const char* op) {
   const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
@@ -204,12 +216,16 @@ std::tuple<at::Tensor, at::Tensor> forward_impl(const at::Tensor& input, float* 
   check_channels(running_mean, C, op, "running_mean");
   check_channels(running_var, C, op, "running_var");
   const Units units(N, C, HW);
-  std::vector<double> mean, var;
+  double* mean = scratch<double, 1>(static_cast<size_t>(2 * C));
+  double* var = mean + C;
   statistics(x.data_ptr<float>(), units, mean, var);
 
   auto y = at::empty_like(x, x.options(), at::MemoryFormat::ChannelsLast);
   auto invstd = at::empty({C}, x.options());
-  std::vector<float> hi(C), lo(C);  // mean = hi + lo: y stays accurate for a large mean
+  if (mode == 1) out = at::empty_like(x, x.options(), at::MemoryFormat::ChannelsLast);
+  float* op_out = mode == 0 ? nullptr : out.data_ptr<float>();
+  float* hi = scratch<float, 2>(static_cast<size_t>(2 * C));  // mean = hi + lo: y stays
+  float* lo = hi + C;                                          // accurate for a large mean
   float* inv = invstd.data_ptr<float>();
   float* rm = running_mean.data_ptr<float>();
   float* rv = running_var.data_ptr<float>();
@@ -223,8 +239,8 @@ std::tuple<at::Tensor, at::Tensor> forward_impl(const at::Tensor& input, float* 
   }
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  const float* hp = hi.data();
-  const float* lp = lo.data();
+  const float* hp = hi;
+  const float* lp = lo;
   const v8 wv = splat(w);
   auto write = [&](auto cb, auto md) {
     constexpr int CB = decltype(cb)::value;
@@ -234,7 +250,7 @@ std::tuple<at::Tensor, at::Tensor> forward_impl(const at::Tensor& input, float* 
         const int64_t off = units.offset(u);
         const float* xu = xp + off;
         float* yu = yp + off;
-        float* ou = out == nullptr ? nullptr : out + off;
+        float* ou = op_out == nullptr ? nullptr : op_out + off;
         for_each_vector<CB>(
             units.pixels(u), C,
             [&](int64_t i, int64_t c0) {
@@ -257,26 +273,43 @@ std::tuple<at::Tensor, at::Tensor> forward_impl(const at::Tensor& input, float* 
     else if (mode == 1) write(cb, std::integral_constant<int, 1>{});
     else write(cb, std::integral_constant<int, 2>{});
   });
-  return {y, invstd};
+  return {y, invstd, out};
 }
 
 std::tuple<at::Tensor, at::Tensor> batch_norm_forward(const at::Tensor& x, const at::Tensor& running_mean,
                                                       const at::Tensor& running_var, double momentum, double eps) {
   check_input(x, "batch_norm_forward", "x");
-  return forward_impl(x, nullptr, 0, 0.f, running_mean, running_var, momentum, eps, "batch_norm_forward");
+  auto r = forward_impl(x, at::Tensor(), 0, 0.f, running_mean, running_var, momentum, eps, "batch_norm_forward");
+  return {std::get<0>(r), std::get<1>(r)};
 }
 
-std::tuple<at::Tensor, at::Tensor> batch_norm_weighted_sum(const at::Tensor& out, bool accumulate, const at::Tensor& x,
-                                                           const at::Tensor& w, const at::Tensor& running_mean,
-                                                           const at::Tensor& running_var, double momentum, double eps) {
-  const char* op = "batch_norm_weighted_sum";
-  check_input(x, op, "x");
-  check_input(out, op, "out");
-  TORCH_CHECK(out.sizes() == x.sizes(), op, ": out must have the shape of x");
-  TORCH_CHECK(out.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": out must be channels-last contiguous");
+float weight_value(const at::Tensor& w, const char* op) {
   TORCH_CHECK(w.numel() == 1 && w.scalar_type() == at::kFloat, op, ": w must be one float32 value");
-  const float wv = *w.contiguous().data_ptr<float>();
-  return forward_impl(x, out.data_ptr<float>(), accumulate ? 2 : 1, wv, running_mean, running_var, momentum, eps, op);
+  return *w.contiguous().data_ptr<float>();
+}
+
+// out = w * y: returns (out, y, invstd)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_weighted(const at::Tensor& x, const at::Tensor& w,
+                                                                   const at::Tensor& running_mean,
+                                                                   const at::Tensor& running_var, double momentum,
+                                                                   double eps) {
+  const char* op = "batch_norm_weighted";
+  check_input(x, op, "x");
+  auto r = forward_impl(x, at::Tensor(), 1, weight_value(w, op), running_mean, running_var, momentum, eps, op);
+  return {std::get<2>(r), std::get<0>(r), std::get<1>(r)};
+}
+
+// acc += w * y in place: returns (y, invstd)
+std::tuple<at::Tensor, at::Tensor> batch_norm_weighted_sum_(const at::Tensor& acc, const at::Tensor& x,
+                                                            const at::Tensor& w, const at::Tensor& running_mean,
+                                                            const at::Tensor& running_var, double momentum, double eps) {
+  const char* op = "batch_norm_weighted_sum_";
+  check_input(x, op, "x");
+  check_input(acc, op, "acc");
+  TORCH_CHECK(acc.sizes() == x.sizes(), op, ": acc must have the shape of x");
+  TORCH_CHECK(acc.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": acc must be channels-last contiguous");
+  auto r = forward_impl(x, acc, 2, weight_value(w, op), running_mean, running_var, momentum, eps, op);
+  return {std::get<0>(r), std::get<1>(r)};
 }
 
 std::tuple<at::Tensor, at::Tensor> batch_norm_backward(const at::Tensor& grad_in, const at::Tensor& y_in,
@@ -293,7 +326,8 @@ std::tuple<at::Tensor, at::Tensor> batch_norm_backward(const at::Tensor& grad_in
   const int64_t U = units.count;
   const float* gp = g.data_ptr<float>();
   const float* yp = y.data_ptr<float>();
-  std::vector<double> part(static_cast<size_t>(U * 2 * C), 0.0);  // per unit: sum g, sum g*y
+  double* part = scratch<double, 0>(static_cast<size_t>(U * 2 * C));  // per unit: sum g, sum g*y
+  std::fill(part, part + U * 2 * C, 0.0);
   with_blocks(C, [&](auto cb) {
     constexpr int CB = decltype(cb)::value;
     at::parallel_for(0, U, 1, [&](int64_t u0, int64_t u1) {
@@ -305,11 +339,13 @@ std::tuple<at::Tensor, at::Tensor> batch_norm_backward(const at::Tensor& grad_in
             units.pixels(u), C,
             [gu, yu](int64_t i, int64_t, v8* v) { const v8 a = load8(gu + i); v[0] = a; v[1] = a * load8(yu + i); },
             [gu, yu](int64_t i, int64_t, float* v) { v[0] = gu[i]; v[1] = gu[i] * yu[i]; },
-            part.data() + u * 2 * C);
+            part + u * 2 * C);
       }
     });
   });
-  std::vector<double> sg(C, 0.0), sgy(C, 0.0);
+  double* sg = scratch<double, 1>(static_cast<size_t>(2 * C));
+  double* sgy = sg + C;
+  std::fill(sg, sg + 2 * C, 0.0);
   for (int64_t u = 0; u < U; ++u)
     for (int64_t c = 0; c < C; ++c) {
       sg[c] += part[u * 2 * C + c];
@@ -321,15 +357,16 @@ std::tuple<at::Tensor, at::Tensor> batch_norm_backward(const at::Tensor& grad_in
   if (!input_grad) return {at::empty({0}, y.options()), sum_gy};
 
   const double n = static_cast<double>(N * HW);
-  std::vector<float> mg(C), mgy(C);
+  float* mg = scratch<float, 2>(static_cast<size_t>(2 * C));
+  float* mgy = mg + C;
   for (int64_t c = 0; c < C; ++c) {
     mg[c] = static_cast<float>(sg[c] / n);
     mgy[c] = static_cast<float>(sgy[c] / n);
   }
   const auto sc = scale.contiguous();
   const float* sp = sc.data_ptr<float>();
-  const float* mgp = mg.data();
-  const float* mgyp = mgy.data();
+  const float* mgp = mg;
+  const float* mgyp = mgy;
   auto dx = at::empty_like(y, y.options(), at::MemoryFormat::ChannelsLast);
   float* dp = dx.data_ptr<float>();
   with_blocks(C, [&](auto cb) {
@@ -358,13 +395,16 @@ std::tuple<at::Tensor, at::Tensor> batch_norm_backward(const at::Tensor& grad_in
 TORCH_LIBRARY_FRAGMENT(nasspeech, m) {
   m.def("batch_norm_forward(Tensor x, Tensor(a!) running_mean, Tensor(b!) running_var, float momentum, "
         "float eps) -> (Tensor, Tensor)");
-  m.def("batch_norm_weighted_sum(Tensor(a!) out, bool accumulate, Tensor x, Tensor w, Tensor(b!) running_mean, "
+  m.def("batch_norm_weighted(Tensor x, Tensor w, Tensor(a!) running_mean, Tensor(b!) running_var, "
+        "float momentum, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def("batch_norm_weighted_sum_(Tensor(a!) acc, Tensor x, Tensor w, Tensor(b!) running_mean, "
         "Tensor(c!) running_var, float momentum, float eps) -> (Tensor, Tensor)");
   m.def("batch_norm_backward(Tensor grad, Tensor y, Tensor scale, bool input_grad) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(nasspeech, CPU, m) {
   m.impl("batch_norm_forward", &batch_norm_forward);
-  m.impl("batch_norm_weighted_sum", &batch_norm_weighted_sum);
+  m.impl("batch_norm_weighted", &batch_norm_weighted);
+  m.impl("batch_norm_weighted_sum_", &batch_norm_weighted_sum_);
   m.impl("batch_norm_backward", &batch_norm_backward);
 }
