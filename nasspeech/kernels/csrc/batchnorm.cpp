@@ -72,6 +72,16 @@ void with_blocks(int64_t C, Body body) {
   }
 }
 
+// Calls body(cb, u) for every unit u, in parallel over units; cb: with_blocks's constant.
+template <class Body>
+void each_unit(const Units& units, Body body) {
+  with_blocks(units.C, [&](auto cb) {
+    at::parallel_for(0, units.count, 1, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) body(cb, u);
+    });
+  });
+}
+
 // out[k * C + c] += sum over the pixels [0, P) of the k-th value f gives for channel c.
 // f(i, c0, v) sets v[0..NOUT) for the 8 channels c0.. of flat index i = p * C + c0; fs(i, c, v)
 // does so for the single channel c (channels beyond a multiple of 8).
@@ -162,33 +172,29 @@ void statistics(const float* x, const Units& units, double* mean, double* var) {
   float* means = scratch<float, 0>(static_cast<size_t>(U * C));       // per unit: mean in float
   std::fill(part, part + U * 2 * C, 0.0);
   const float* k = x;  // shift: the first pixel (sums of x - k have no large mean to lose)
-  with_blocks(C, [&](auto cb) {
+  each_unit(units, [&](auto cb, int64_t u) {
     constexpr int CB = decltype(cb)::value;
-    at::parallel_for(0, U, 1, [&](int64_t u0, int64_t u1) {
-      for (int64_t u = u0; u < u1; ++u) {
-        const float* xu = x + units.offset(u);
-        const int64_t P = units.pixels(u);
-        float* m = means + u * C;
-        double* mu = part + u * 2 * C;
-        double* m2 = mu + C;
-        channel_sums<CB, 1>(
-            P, C, [xu, k](int64_t i, int64_t c0, v8* v) { v[0] = load8(xu + i) - load8(k + c0); },
-            [xu, k](int64_t i, int64_t c, float* v) { v[0] = xu[i] - k[c]; }, mu);
-        for (int64_t c = 0; c < C; ++c) {
-          mu[c] = static_cast<double>(k[c]) + mu[c] / static_cast<double>(P);
-          m[c] = static_cast<float>(mu[c]);
-        }
-        const float* mp = m;
-        channel_sums<CB, 1>(
-            P, C,
-            [xu, mp](int64_t i, int64_t c0, v8* v) { const v8 d = load8(xu + i) - load8(mp + c0); v[0] = d * d; },
-            [xu, mp](int64_t i, int64_t c, float* v) { const float d = xu[i] - mp[c]; v[0] = d * d; }, m2);
-        for (int64_t c = 0; c < C; ++c) {  // sum (x - m~)^2 = M2 + P (mean - m~)^2
-          const double e = mu[c] - static_cast<double>(m[c]);
-          m2[c] = std::max(0.0, m2[c] - static_cast<double>(P) * e * e);
-        }
-      }
-    });
+    const float* xu = x + units.offset(u);
+    const int64_t P = units.pixels(u);
+    float* m = means + u * C;
+    double* mu = part + u * 2 * C;
+    double* m2 = mu + C;
+    channel_sums<CB, 1>(
+        P, C, [xu, k](int64_t i, int64_t c0, v8* v) { v[0] = load8(xu + i) - load8(k + c0); },
+        [xu, k](int64_t i, int64_t c, float* v) { v[0] = xu[i] - k[c]; }, mu);
+    for (int64_t c = 0; c < C; ++c) {
+      mu[c] = static_cast<double>(k[c]) + mu[c] / static_cast<double>(P);
+      m[c] = static_cast<float>(mu[c]);
+    }
+    const float* mp = m;
+    channel_sums<CB, 1>(
+        P, C,
+        [xu, mp](int64_t i, int64_t c0, v8* v) { const v8 d = load8(xu + i) - load8(mp + c0); v[0] = d * d; },
+        [xu, mp](int64_t i, int64_t c, float* v) { const float d = xu[i] - mp[c]; v[0] = d * d; }, m2);
+    for (int64_t c = 0; c < C; ++c) {  // sum (x - m~)^2 = M2 + P (mean - m~)^2
+      const double e = mu[c] - static_cast<double>(m[c]);
+      m2[c] = std::max(0.0, m2[c] - static_cast<double>(P) * e * e);
+    }
   });
   const double n = static_cast<double>(units.N * units.HW);
   std::fill(mean, mean + C, 0.0);
@@ -242,37 +248,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& in
   const float* hp = hi;
   const float* lp = lo;
   const v8 wv = splat(w);
-  auto write = [&](auto cb, auto md) {
-    constexpr int CB = decltype(cb)::value;
+  auto write = [&](auto md) {
     constexpr int MODE = decltype(md)::value;
-    at::parallel_for(0, units.count, 1, [&](int64_t u0, int64_t u1) {
-      for (int64_t u = u0; u < u1; ++u) {
-        const int64_t off = units.offset(u);
-        const float* xu = xp + off;
-        float* yu = yp + off;
-        float* ou = op_out == nullptr ? nullptr : op_out + off;
-        for_each_vector<CB>(
-            units.pixels(u), C,
-            [&](int64_t i, int64_t c0) {
-              const v8 v = ((load8(xu + i) - load8(hp + c0)) - load8(lp + c0)) * load8(inv + c0);
-              store8(yu + i, v);
-              if constexpr (MODE == 1) store8(ou + i, wv * v);
-              if constexpr (MODE == 2) store8(ou + i, load8(ou + i) + wv * v);
-            },
-            [&](int64_t i, int64_t c) {
-              const float v = ((xu[i] - hp[c]) - lp[c]) * inv[c];
-              yu[i] = v;
-              if constexpr (MODE == 1) ou[i] = w * v;
-              if constexpr (MODE == 2) ou[i] += w * v;
-            });
-      }
+    each_unit(units, [&](auto cb, int64_t u) {
+      constexpr int CB = decltype(cb)::value;
+      const int64_t off = units.offset(u);
+      const float* xu = xp + off;
+      float* yu = yp + off;
+      float* ou = op_out == nullptr ? nullptr : op_out + off;
+      for_each_vector<CB>(
+          units.pixels(u), C,
+          [&](int64_t i, int64_t c0) {
+            const v8 v = ((load8(xu + i) - load8(hp + c0)) - load8(lp + c0)) * load8(inv + c0);
+            store8(yu + i, v);
+            if constexpr (MODE == 1) store8(ou + i, wv * v);
+            if constexpr (MODE == 2) store8(ou + i, load8(ou + i) + wv * v);
+          },
+          [&](int64_t i, int64_t c) {
+            const float v = ((xu[i] - hp[c]) - lp[c]) * inv[c];
+            yu[i] = v;
+            if constexpr (MODE == 1) ou[i] = w * v;
+            if constexpr (MODE == 2) ou[i] += w * v;
+          });
     });
   };
-  with_blocks(C, [&](auto cb) {
-    if (mode == 0) write(cb, std::integral_constant<int, 0>{});
-    else if (mode == 1) write(cb, std::integral_constant<int, 1>{});
-    else write(cb, std::integral_constant<int, 2>{});
-  });
+  if (mode == 0) write(std::integral_constant<int, 0>{});
+  else if (mode == 1) write(std::integral_constant<int, 1>{});
+  else write(std::integral_constant<int, 2>{});
   return {y, invstd, out};
 }
 
@@ -328,20 +330,16 @@ std::tuple<at::Tensor, at::Tensor> batch_norm_backward(const at::Tensor& grad_in
   const float* yp = y.data_ptr<float>();
   double* part = scratch<double, 0>(static_cast<size_t>(U * 2 * C));  // per unit: sum g, sum g*y
   std::fill(part, part + U * 2 * C, 0.0);
-  with_blocks(C, [&](auto cb) {
+  each_unit(units, [&](auto cb, int64_t u) {
     constexpr int CB = decltype(cb)::value;
-    at::parallel_for(0, U, 1, [&](int64_t u0, int64_t u1) {
-      for (int64_t u = u0; u < u1; ++u) {
-        const int64_t off = units.offset(u);
-        const float* gu = gp + off;
-        const float* yu = yp + off;
-        channel_sums<CB, 2>(
-            units.pixels(u), C,
-            [gu, yu](int64_t i, int64_t, v8* v) { const v8 a = load8(gu + i); v[0] = a; v[1] = a * load8(yu + i); },
-            [gu, yu](int64_t i, int64_t, float* v) { v[0] = gu[i]; v[1] = gu[i] * yu[i]; },
-            part + u * 2 * C);
-      }
-    });
+    const int64_t off = units.offset(u);
+    const float* gu = gp + off;
+    const float* yu = yp + off;
+    channel_sums<CB, 2>(
+        units.pixels(u), C,
+        [gu, yu](int64_t i, int64_t, v8* v) { const v8 a = load8(gu + i); v[0] = a; v[1] = a * load8(yu + i); },
+        [gu, yu](int64_t i, int64_t, float* v) { v[0] = gu[i]; v[1] = gu[i] * yu[i]; },
+        part + u * 2 * C);
   });
   double* sg = scratch<double, 1>(static_cast<size_t>(2 * C));
   double* sgy = sg + C;
@@ -369,23 +367,19 @@ std::tuple<at::Tensor, at::Tensor> batch_norm_backward(const at::Tensor& grad_in
   const float* mgyp = mgy;
   auto dx = at::empty_like(y, y.options(), at::MemoryFormat::ChannelsLast);
   float* dp = dx.data_ptr<float>();
-  with_blocks(C, [&](auto cb) {
+  each_unit(units, [&](auto cb, int64_t u) {
     constexpr int CB = decltype(cb)::value;
-    at::parallel_for(0, U, 1, [&](int64_t u0, int64_t u1) {
-      for (int64_t u = u0; u < u1; ++u) {
-        const int64_t off = units.offset(u);
-        const float* gu = gp + off;
-        const float* yu = yp + off;
-        float* du = dp + off;
-        for_each_vector<CB>(
-            units.pixels(u), C,
-            [&](int64_t i, int64_t c0) {
-              const v8 t = (load8(gu + i) - load8(mgp + c0)) - load8(yu + i) * load8(mgyp + c0);
-              store8(du + i, t * load8(sp + c0));
-            },
-            [&](int64_t i, int64_t c) { du[i] = ((gu[i] - mgp[c]) - yu[i] * mgyp[c]) * sp[c]; });
-      }
-    });
+    const int64_t off = units.offset(u);
+    const float* gu = gp + off;
+    const float* yu = yp + off;
+    float* du = dp + off;
+    for_each_vector<CB>(
+        units.pixels(u), C,
+        [&](int64_t i, int64_t c0) {
+          const v8 t = (load8(gu + i) - load8(mgp + c0)) - load8(yu + i) * load8(mgyp + c0);
+          store8(du + i, t * load8(sp + c0));
+        },
+        [&](int64_t i, int64_t c) { du[i] = ((gu[i] - mgp[c]) - yu[i] * mgyp[c]) * sp[c]; });
   });
   return {dx, sum_gy};
 }
