@@ -292,8 +292,10 @@ def test_mixed_op_with_the_kernels_matches_pytorch_kernels(spy):
 @needs_native
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated")
 def test_other_inputs_keep_pytorch_kernels(spy):
-    """NCHW inputs, bf16, reference kernels and tracing take PyTorch's kernels (same values)."""
+    """NCHW inputs, bf16, one value per channel, reference kernels and tracing take PyTorch's
+    kernels (same values)."""
     bn = SearchBatchNorm2d(8)
+    bn(torch.randn(1, 8, 1, 1).contiguous(memory_format=CL).requires_grad_()).sum().backward()
     nchw = torch.randn(2, 8, 5, 5, requires_grad=True)
     bn(nchw).sum().backward()
     bn.weighted_sum(None, nchw, torch.tensor(0.5)).sum().backward()
