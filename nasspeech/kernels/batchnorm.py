@@ -113,9 +113,10 @@ class _WeightedBatchNormSum(torch.autograd.Function):
 def _compiled(x: torch.Tensor) -> object | None:
     """The compiled kernels where they apply to ``x`` (a real channels-last fp32 CPU tensor
     with more than one value per channel, no ONNX export or tracing), else None."""
-    if (x.dtype != torch.float32 or x.dim() != 4 or not fast_cpu_path(x)
-            or x.numel() <= x.shape[1] or not x.is_contiguous(memory_format=torch.channels_last)
-            or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+    if (torch.jit.is_tracing() or x.dtype != torch.float32 or x.dim() != 4
+            or not fast_cpu_path(x) or x.numel() <= x.shape[1]
+            or not x.is_contiguous(memory_format=torch.channels_last)
+            or torch.onnx.is_in_onnx_export()):
         return None
     return native_ops()
 
