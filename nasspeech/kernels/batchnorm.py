@@ -7,6 +7,12 @@ input. The next consumer (the mixed op's weighted sum, a ReLU, a convolution) ke
 output anyway, so the input (a convolution's output) is freed right away: one activation
 fewer per candidate op. Forward results and running statistics are those of
 ``nn.BatchNorm2d(affine=False)``.
+
+On real channels-last fp32 CPU tensors in training, the forward (statistics in one read of
+the input, then ``y`` and the weighted sum in one pass) and the backward without a graph run
+compiled kernels (``csrc/batchnorm.cpp``, :mod:`nasspeech.kernels.native`); elsewhere (bf16,
+other layouts, fake tensors, :func:`~nasspeech.kernels.dispatch.reference_kernels`, ONNX
+export and tracing, a double backward, no compiler) PyTorch's.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 from torch import nn
 
 from nasspeech.kernels.dispatch import fast_cpu_path
+from nasspeech.kernels.native import native_ops
 
 _native_bn = torch.ops.aten.native_batch_norm.default
 _native_bn_backward = torch.ops.aten.native_batch_norm_backward.default
@@ -26,7 +33,11 @@ class _OutputSavingBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, running_mean, running_var, momentum, eps):  # type: ignore[override]
-        y, _, invstd = _native_bn(x, None, None, running_mean, running_var, True, momentum, eps)
+        if (ops := _compiled(x)) is not None and _stats_fit(running_mean, running_var):
+            y, invstd = ops.batch_norm_forward(x, running_mean, running_var, momentum, eps)
+        else:
+            y, _, invstd = _native_bn(x, None, None, running_mean, running_var, True, momentum,
+                                      eps)
         ctx.save_for_backward(y, invstd)
         ctx.set_materialize_grads(False)
         return y, invstd
@@ -55,13 +66,25 @@ class _WeightedBatchNormSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, acc, z, w, running_mean, running_var, momentum, eps):  # type: ignore[override]
-        y, _, invstd = _native_bn(z, None, None, running_mean, running_var, True, momentum, eps)
+        ops = _compiled(z)
+        if (ops is not None and _stats_fit(running_mean, running_var)
+                and w.dtype == torch.float32 and w.numel() == 1 and (acc is None or _fits(acc, z))):
+            if acc is None:
+                out, y, invstd = ops.batch_norm_weighted(z, w, running_mean, running_var,
+                                                         momentum, eps)
+            else:
+                y, invstd = ops.batch_norm_weighted_sum_(acc, z, w, running_mean, running_var,
+                                                         momentum, eps)
+                out = acc
+        else:
+            y, _, invstd = _native_bn(z, None, None, running_mean, running_var, True, momentum,
+                                      eps)
+            out = y * w if acc is None else acc.addcmul_(y, w)
         ctx.save_for_backward(y, invstd, w)
         ctx.set_materialize_grads(False)
-        if acc is None:
-            return y * w, y, invstd
-        ctx.mark_dirty(acc)
-        return acc.addcmul_(y, w), y, invstd
+        if acc is not None:
+            ctx.mark_dirty(acc)
+        return out, y, invstd
 
     @staticmethod
     def backward(ctx, grad, grad_y, grad_invstd):  # type: ignore[override]
@@ -75,7 +98,7 @@ class _WeightedBatchNormSum(torch.autograd.Function):
                 grad_z, per_channel = _fast_grad(grad, y, invstd * w, need_w)
                 grad_w = per_channel.sum() if need_w else None
             elif need_w:
-                grad_w = (grad * y).sum()
+                grad_w = _sum_grad_y(grad, y)
         else:
             if need_w and grad is not None:
                 grad_w = (grad * y).sum()
@@ -87,12 +110,46 @@ class _WeightedBatchNormSum(torch.autograd.Function):
         return grad_acc, grad_z, grad_w, None, None, None, None
 
 
+def _compiled(x: torch.Tensor) -> object | None:
+    """The compiled kernels where they apply to ``x`` (a real channels-last fp32 CPU tensor
+    with more than one value per channel, no ONNX export or tracing), else None."""
+    if (torch.jit.is_tracing() or x.dtype != torch.float32 or x.dim() != 4
+            or not fast_cpu_path(x) or x.numel() <= x.shape[1]
+            or not x.is_contiguous(memory_format=torch.channels_last)
+            or torch.onnx.is_in_onnx_export()):
+        return None
+    return native_ops()
+
+
+def _stats_fit(running_mean: torch.Tensor | None, running_var: torch.Tensor | None) -> bool:
+    """Whether the compiled forward can update these running statistics (fp32, contiguous)."""
+    return all(t is not None and t.dtype == torch.float32 and t.is_contiguous()
+               and fast_cpu_path(t) for t in (running_mean, running_var))
+
+
+def _fits(t: torch.Tensor, like: torch.Tensor) -> bool:
+    """Whether ``t`` can take the compiled kernels' output for ``like`` in place."""
+    return (t.dtype == torch.float32 and t.shape == like.shape and fast_cpu_path(t)
+            and t.is_contiguous(memory_format=torch.channels_last))
+
+
+def _sum_grad_y(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``sum(grad * y)`` (no graph built): the compiled per-channel sums where they apply."""
+    if grad.dtype == torch.float32 and (ops := _compiled(y)) is not None:
+        return ops.batch_norm_backward(grad, y, y.new_ones(y.shape[1]), False)[1].sum()
+    return (grad * y).sum()
+
+
 def _fast_grad(grad: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, per_channel: bool
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``scale * (grad - mean(grad) - y * mean(grad * y))`` per channel (the input gradient of
     a BatchNorm with output ``y`` times ``scale``) and, if asked, the per-channel
-    ``sum(grad * y)``: the native kernel run on the normalised input (mean 0, invstd 1) with
-    ``scale`` as its weight."""
+    ``sum(grad * y)`` (no graph built): the compiled kernel where it applies, else the native
+    kernel run on the normalised input (mean 0, invstd 1) with ``scale`` as its weight."""
+    if (grad.dtype == scale.dtype == torch.float32 and grad.dim() == 4
+            and (ops := _compiled(y)) is not None):
+        grad_x, per = ops.batch_norm_backward(grad, y, scale.contiguous(), True)
+        return grad_x, per if per_channel else None
     zero, one = torch.zeros_like(scale), torch.ones_like(scale)
     grad_x, grad_scale, _ = _native_bn_backward(grad, y, scale, None, None, zero, one, True, 0.0,
                                                 [True, per_channel, False])
