@@ -173,3 +173,18 @@ def test_kernels_build_fails_with_the_reason(capsys, monkeypatch, tmp_path):
     assert main(["kernels", "--build"]) == 1
     out = capsys.readouterr().out
     assert "not built yet" in out and "error:" in out
+
+
+def test_stale_builds_are_pruned_and_the_current_one_kept(tmp_path):
+    import os
+
+    current, recent, stale = (tmp_path / n for n in ("current", "recent", "stale"))
+    for folder in (current, recent, stale):
+        folder.mkdir()
+        (folder / "lib.so").write_bytes(b"")
+    old = 1_000_000_000  # 2001
+    os.utime(current, (old, old))
+    os.utime(stale, (old, old))
+    assert native.prune_stale_builds(current) == [stale]
+    assert current.exists() and recent.exists() and not stale.exists()
+    assert current.stat().st_mtime > old  # marked as used

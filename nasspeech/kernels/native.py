@@ -140,4 +140,30 @@ def _build_and_load() -> object | None:
                       "the build; NASSPEECH_NATIVE_KERNELS=0 silences this).", RuntimeWarning,
                       stacklevel=3)
         return None
+    prune_stale_builds(build)
     return torch.ops.nasspeech
+
+
+#: Builds not used for this long are deleted when another build is loaded.
+STALE_AFTER_S = 30 * 24 * 3600
+
+
+def prune_stale_builds(current: Path, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """Mark ``current`` as used now and delete its sibling builds not used for
+    ``stale_after_s`` (older sources, torch versions or CPU kinds); returns what was deleted.
+    Best effort: a folder another process is using or cannot be removed is left alone."""
+    import shutil
+    import time
+
+    removed = []
+    try:
+        os.utime(current)
+        cutoff = time.time() - stale_after_s
+        for other in current.parent.iterdir():
+            if other != current and other.is_dir() and other.stat().st_mtime < cutoff \
+                    and not (other / "lock").exists():
+                shutil.rmtree(other, ignore_errors=True)
+                removed.append(other)
+    except OSError:
+        pass
+    return removed
