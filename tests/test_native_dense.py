@@ -169,20 +169,22 @@ def test_frozen_weights_take_the_plain_convolution(spy):
 @pytest.mark.parametrize("x_needs_grad", [True, False])
 def test_double_backward_matches_nn_conv(spy, x_needs_grad):
     """Inside a backward that builds a graph (the exact Hessian) the gradients must be
-    differentiable: PyTorch's kernels, and the second derivatives of nn.Conv2d."""
+    differentiable: PyTorch's kernels, and the second derivatives of nn.Conv2d (float64)."""
     torch.manual_seed(1)
     conv = DenseConv2d(8, 8, (1, 7), stride=(1, 2), padding=(0, 3))
-    ref = _twin(conv)
+    ref = _twin(conv).double()
     x = torch.randn(2, 8, 9, 11, requires_grad=x_needs_grad)
-    x2 = x.detach().clone().requires_grad_(x_needs_grad)
+    x2 = x.detach().double().requires_grad_(x_needs_grad)
     results = []
     for module, inp in ((conv, x), (ref, x2)):
         before = len(spy)
         (gw,) = torch.autograd.grad(module(inp).pow(3).sum(), module.weight, create_graph=True)
         assert len(spy) == before  # the backward that builds a graph takes PyTorch's kernels
-        results.append(torch.autograd.grad(gw.square().sum(), [module.weight] + [inp] * x_needs_grad))
+        results.append(torch.autograd.grad(gw.square().sum(),
+                                           [module.weight] + [inp] * x_needs_grad))
     for ours, theirs in zip(*results):
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.double(), theirs, rtol=1e-4,
+                                   atol=1e-5 * theirs.abs().max().item())
 
 
 @needs_native
