@@ -113,6 +113,7 @@ MODULES = [  # c_in, c_out, kernel, stride, padding, input size
     (8, 8, (7, 1), (2, 1), (3, 0), (15, 12)),
     (12, 6, (1, 7), 1, (0, 3), (9, 9)),
     (32, 16, 1, 1, 0, (8, 8)),
+    (16, 8, (7, 1), 1, (3, 0), (9, 9)),
 ]
 
 
@@ -231,8 +232,9 @@ def test_same_parameters_and_state_dict_as_nn_conv():
 
 def test_routing_rule():
     assert routes_to_compiled(8, 8, (1, 7)) and routes_to_compiled(8, 8, (1, 1))
-    assert routes_to_compiled(64, 16, (1, 1)) and routes_to_compiled(32, 32, (7, 1))
-    assert not routes_to_compiled(16, 16, (1, 1)) and not routes_to_compiled(32, 32, (1, 7))
+    assert routes_to_compiled(64, 16, (1, 1)) and routes_to_compiled(12, 32, (7, 1))
+    assert not routes_to_compiled(16, 16, (1, 1)) and not routes_to_compiled(32, 32, (7, 1))
+    assert not routes_to_compiled(128, 32, (1, 1)) and not routes_to_compiled(16, 64, (1, 1))
     assert not DenseConv2d(32, 32, 1).compiled_weight_grad
 
 

@@ -6,20 +6,22 @@ backward is slower than an input-only plus a weight-only call. :class:`DenseConv
 ``nn.Conv2d``: same parameters, names and state_dict) computes, where it is routed (see
 :func:`routes_to_compiled`), the input gradient with an input-only ``convolution_backward``
 and the weight gradient with the compiled kernel ``torch.ops.nasspeech.dense_weight_grad``
-(:mod:`nasspeech.kernels.native`); each is skipped where it is not needed (frozen weights
-in the alpha step, an input that needs no gradient). Inside a backward that builds a graph
+(:mod:`nasspeech.kernels.native`); the input gradient is skipped for an input that needs
+none (the first cell's), and a frozen weight (the alpha step) takes ``nn.Conv2d``'s path,
+which computes only the input gradient anyway. Inside a backward that builds a graph
 (the exact Hessian's double backward), without a compiler, for bf16 autocast, other dtypes,
 under ONNX export or tracing, on other devices, fake tensors and inside
 :func:`nasspeech.kernels.dispatch.reference_kernels` it runs PyTorch's kernels.
 
-Routing rule (measured at one thread, batch 16, channels-last fp32 on the yardstick shapes,
-AMD Zen 5; oneDNN's weight gradient time / the compiled kernel's, min of 7 alternating
-rounds on a shared machine): at 8 channels (128x128) 1x1 2-11x, 1x7 1.3-4x, 7x1 1.2-2x;
-1x1 convolutions from 3C or 4C to C channels (the cells' preprocessing) 1.1-7x at C = 8, 16,
-32; at 16 and 32 channels with as many in as out, 7x1 1.1-1.5x, 1x7 0.9-1.0x, 1x1 1.0x. So
-the compiled kernel takes every convolution with fewer than 16 input or output channels,
-every 1x1 that changes the channel count, and every kernel taller than wide; oneDNN keeps
-the rest (where the two are even).
+Routing rule (measured at one thread, batch 16, channels-last fp32, AMD Zen 5, on a shared
+machine: min of 5-7 alternating rounds). The kernel alone, oneDNN's weight gradient time /
+the compiled one's: at 8 channels (128x128) 1x1 2-11x, 1x7 1.2-4x, 7x1 1.2-2x; 1x1 from
+3C or 4C down to C channels 4-7x (C = 8), 1.5-3x (C = 16), 1.1-1.3x (C = 32); at 16 and 32
+channels in and out (64x64, 32x32) 0.9-1.5x, even on the whole. Forward and backward of the
+module against ``nn.Conv2d``'s: 1.04-1.76x at 8 channels, 1.44x for 64 -> 16 (1x1), 0.93-0.98x
+at 16-32 channels and for 128 -> 32. So the compiled kernel takes the convolutions with fewer
+than 16 input or output channels and the 1x1 ones down to at most 16 channels; oneDNN keeps
+the rest.
 """
 
 from __future__ import annotations
@@ -40,8 +42,7 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
 def routes_to_compiled(c_in: int, c_out: int, kernel: tuple[int, int]) -> bool:
     """Whether the compiled weight gradient beats oneDNN's for this convolution (the
     measured rule of the module docstring)."""
-    return (min(c_in, c_out) < 16 or (kernel == (1, 1) and c_in != c_out)
-            or kernel[0] > kernel[1])
+    return min(c_in, c_out) < 16 or (kernel == (1, 1) and c_in > c_out and c_out <= 16)
 
 
 def _weight_format(weight: torch.Tensor) -> torch.memory_format:
