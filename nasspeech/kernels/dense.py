@@ -30,24 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasspeech.kernels.depthwise import _pair, _weight_format
 from nasspeech.kernels.dispatch import fast_cpu_path
 from nasspeech.kernels.native import native_ops
 from nasspeech.kernels.precision import autocast_dtype
-
-
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def routes_to_compiled(c_in: int, c_out: int, kernel: tuple[int, int]) -> bool:
     """Whether the compiled weight gradient beats oneDNN's for this convolution (the
     measured rule of the module docstring)."""
     return min(c_in, c_out) < 16 or (kernel == (1, 1) and c_in > c_out and c_out <= 16)
-
-
-def _weight_format(weight: torch.Tensor) -> torch.memory_format:
-    return (torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last)
-            and not weight.is_contiguous() else torch.contiguous_format)
 
 
 def dense_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,

@@ -249,21 +249,26 @@ void accumulate(const float* go, const float* x, float* acc, int64_t n0, int64_t
 at::Tensor dense_weight_grad(const at::Tensor& grad_out, const at::Tensor& input,
                              at::IntArrayRef kernel, at::IntArrayRef stride,
                              at::IntArrayRef padding, at::IntArrayRef dilation) {
-  TORCH_CHECK(input.dim() == 4 && grad_out.dim() == 4, "dense_weight_grad: 4-d tensors expected");
+  TORCH_CHECK(input.dim() == 4 && grad_out.dim() == 4, "dense_weight_grad: 4-d grad_out and input "
+              "expected, got ", grad_out.dim(), "-d and ", input.dim(), "-d");
   TORCH_CHECK(input.scalar_type() == at::kFloat && grad_out.scalar_type() == at::kFloat,
-              "dense_weight_grad: float32 expected");
+              "dense_weight_grad: float32 grad_out and input expected, got ",
+              grad_out.scalar_type(), " and ", input.scalar_type());
   TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "dense_weight_grad: 2-d kernel, stride, padding and dilation expected");
+  TORCH_CHECK(kernel[0] > 0 && kernel[1] > 0 && stride[0] > 0 && stride[1] > 0 && dilation[0] > 0 &&
+              dilation[1] > 0 && padding[0] >= 0 && padding[1] >= 0,
+              "dense_weight_grad: kernel, stride and dilation must be positive, padding >= 0; got "
+              "kernel ", kernel, ", stride ", stride, ", padding ", padding, ", dilation ", dilation);
   const auto go = grad_out.contiguous(at::MemoryFormat::ChannelsLast);
   const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
   Geometry g{x.size(1), go.size(1), x.size(2), x.size(3), go.size(2), go.size(3), kernel[0],
              kernel[1], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
-  TORCH_CHECK(go.size(0) == x.size(0), "dense_weight_grad: batch sizes differ");
-  TORCH_CHECK(g.kh > 0 && g.kw > 0 && g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0 &&
-              g.ph >= 0 && g.pw >= 0, "dense_weight_grad: bad kernel, stride or dilation");
-  TORCH_CHECK(g.Ho == (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1 &&
-              g.Wo == (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1,
-              "dense_weight_grad: grad_out's size does not match the convolution");
+  const int64_t ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+  const int64_t wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+  TORCH_CHECK(go.size(0) == x.size(0) && g.Ho == ho && g.Wo == wo,
+              "dense_weight_grad: grad_out's size ", go.sizes(), " does not match the convolution "
+              "of input ", x.sizes(), " (batch ", x.size(0), ", output ", ho, "x", wo, ")");
   const int64_t N = x.size(0), taps = g.kh * g.kw, per = taps * g.Co * g.Ci;
   const int threads = at::get_num_threads();
   std::vector<float> parts(static_cast<size_t>(threads) * per, 0.f);
