@@ -13,15 +13,14 @@ which computes only the input gradient anyway. Inside a backward that builds a g
 under ONNX export or tracing, on other devices, fake tensors and inside
 :func:`nasspeech.kernels.dispatch.reference_kernels` it runs PyTorch's kernels.
 
-Routing rule (measured at one thread, batch 16, channels-last fp32, AMD Zen 5, on a shared
-machine: min of 5-7 alternating rounds). The kernel alone, oneDNN's weight gradient time /
-the compiled one's: at 8 channels (128x128) 1x1 2-11x, 1x7 1.2-4x, 7x1 1.2-2x; 1x1 from
-3C or 4C down to C channels 4-7x (C = 8), 1.5-3x (C = 16), 1.1-1.3x (C = 32); at 16 and 32
-channels in and out (64x64, 32x32) 0.9-1.5x, even on the whole. Forward and backward of the
-module against ``nn.Conv2d``'s: 1.04-1.76x at 8 channels, 1.44x for 64 -> 16 (1x1), 0.93-0.98x
-at 16-32 channels and for 128 -> 32. So the compiled kernel takes the convolutions with fewer
-than 16 input or output channels and the 1x1 ones down to at most 16 channels; oneDNN keeps
-the rest.
+Routing rule (measured at one thread, batch 16, channels-last fp32, AMD Zen 5, min of 7
+alternating rounds). The kernel alone, oneDNN's weight gradient time / the compiled one's:
+at 8 channels (128x128) 1x1 2.9x, 1x7 1.4-1.5x, 7x1 1.6x (stride 1 or 2); 1x1 from 24 or 32
+down to 8 channels 3.0x and 7.4x, 48 or 64 down to 16 (64x64) 1.3x and 2.4x, 96 or 128 down
+to 32 (32x32) 1.0x and 1.1x; at 16 and 32 channels in and out 1x1 1.0x, 7x1 1.1x, 1x7 0.8x.
+The compiled kernel runs at 80-145 GFLOP/s at 8 input channels, 175-210 at 16 or more. So it
+takes the convolutions with fewer than 16 input or output channels and the 1x1 ones down to
+at most 16 channels; oneDNN keeps the rest.
 """
 
 from __future__ import annotations
