@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasspeech.kernels.dense import DenseConv2d
 from nasspeech.kernels.depthwise import DepthwiseConv2d, depthwise_conv2d
 from nasspeech.kernels.dispatch import fast_cpu_path
 from nasspeech.kernels.layout import channels_last_grad
@@ -39,7 +40,7 @@ class ReLUConvBN(ReLULed):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            DenseConv2d(c_in, c_out, kernel, stride=stride, padding=padding),
             nn.BatchNorm2d(c_out),
         )
 
@@ -54,7 +55,7 @@ class DilConv(ReLULed):
         super().__init__(
             nn.ReLU(inplace=relu_inplace),
             DepthwiseConv2d(c_in, kernel, stride, padding, dilation),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
+            DenseConv2d(c_in, c_out, 1),
             nn.BatchNorm2d(c_out),
         )
 
@@ -80,8 +81,8 @@ class Conv7x1x1x7(ReLULed):
     def __init__(self, channels: int, stride: int) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(channels, channels, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
-            nn.Conv2d(channels, channels, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            DenseConv2d(channels, channels, (1, 7), stride=(1, stride), padding=(0, 3)),
+            DenseConv2d(channels, channels, (7, 1), stride=(stride, 1), padding=(3, 0)),
             nn.BatchNorm2d(channels),
         )
 
