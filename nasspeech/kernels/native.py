@@ -67,7 +67,7 @@ def cache_key() -> str:
     digest = hashlib.sha256()
     for part in (torch.__version__, sys.version, " ".join(_FLAGS), _cpu_signature()):
         digest.update(part.encode())
-    for source in sorted(_SOURCES.glob("*.cpp")):
+    for source in sorted([*_SOURCES.glob("*.cpp"), *_SOURCES.glob("*.h")]):  # headers too
         digest.update(source.name.encode())
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
