@@ -113,6 +113,8 @@ def op_type(func, args) -> str:
         kernel, dilation = args[2], args[5]
         k = "x".join(str(s) for s in kernel)
         return f"conv bwd-weight depthwise {k}" + (" dilated" if max(dilation) > 1 else "")
+    if name == "dense_weight_grad":  # nasspeech's compiled kernel
+        return "conv bwd-weight dense " + "x".join(str(s) for s in args[2])
     if name in ("native_batch_norm", "_native_batch_norm_legit", "_batch_norm_impl_index"):
         return "batch_norm fwd"
     if name.startswith("native_batch_norm_backward"):
@@ -155,6 +157,9 @@ def op_flops(func, args, kwargs, out) -> int:
     if func.overloadpacket.__name__ == "depthwise_weight_grad":
         grad, kernel = args[0], args[2]
         return 2 * grad.numel() * kernel[0] * kernel[1]
+    if func.overloadpacket.__name__ == "dense_weight_grad":
+        grad, x, kernel = args[0], args[1], args[2]
+        return 2 * grad.numel() * x.shape[1] * kernel[0] * kernel[1]
     formula = flop_registry.get(func.overloadpacket)
     return int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
 
