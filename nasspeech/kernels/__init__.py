@@ -1,8 +1,15 @@
 """CPU performance kernels behind the candidate ops (no op is registered here).
 
-- :mod:`~nasspeech.kernels.depthwise`: depthwise convolution with a fast CPU backward;
+- :mod:`~nasspeech.kernels.native`: builds, caches and loads the compiled kernels of
+  ``csrc/`` (``torch.ops.nasspeech.*``), or says why it cannot;
+- :mod:`~nasspeech.kernels.depthwise`: depthwise convolution with a fast CPU backward
+  (compiled weight gradient);
+- :mod:`~nasspeech.kernels.dense`: the narrow dense convolutions of search cells, with a
+  compiled weight gradient where it beats oneDNN;
+- :mod:`~nasspeech.kernels.pooling`: 3x3 max pooling that keeps a one-byte window tap;
 - :mod:`~nasspeech.kernels.batchnorm`: BatchNorm without affine parameters that keeps its
-  output instead of its input for the backward pass;
+  output instead of its input for the backward pass (compiled statistics, normalisation,
+  weighted sum and backward);
 - :mod:`~nasspeech.kernels.relu`: ``body(relu(x))`` with ``relu(x)`` recomputed, not kept;
 - :mod:`~nasspeech.kernels.layout`: gradients kept channels-last;
 - :mod:`~nasspeech.kernels.onednn`: routing around a oneDNN hazard of narrow 1x1 convs;
