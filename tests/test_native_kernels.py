@@ -51,17 +51,23 @@ def test_depthwise_weight_grad_matches_pytorch(channels, size, k, s, p, d, chann
 
 
 @needs_native
-def test_depthwise_weight_grad_is_deterministic_and_thread_independent():
-    x = torch.randn(5, 16, 24, 24).contiguous(memory_format=torch.channels_last)
-    go = torch.randn(5, 16, 24, 24).contiguous(memory_format=torch.channels_last)
-    args = (go, x, [5, 5], [1, 1], [4, 4], [2, 2])
+@pytest.mark.parametrize("op,channels,geometry", [
+    ("depthwise_weight_grad", 16, ([5, 5], [1, 1], [4, 4], [2, 2])),
+    ("dense_weight_grad", 8, ([1, 7], [1, 1], [0, 3], [1, 1])),
+])
+def test_weight_grads_are_deterministic_and_thread_independent(op, channels, geometry):
+    """Both weight gradients sum per-thread partials in a fixed order (csrc/batch_partials.h)."""
+    x = torch.randn(5, channels, 24, 24).contiguous(memory_format=torch.channels_last)
+    go = torch.randn(5, channels, 24, 24).contiguous(memory_format=torch.channels_last)
+    kernel = getattr(ops, op)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = ops.depthwise_weight_grad(*args)
-        assert torch.equal(one, ops.depthwise_weight_grad(*args))
+        one = kernel(go, x, *geometry)
+        assert torch.equal(one, kernel(go, x, *geometry))
         torch.set_num_threads(2)
-        two = ops.depthwise_weight_grad(*args)
+        two = kernel(go, x, *geometry)
+        assert torch.equal(two, kernel(go, x, *geometry))
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-5)

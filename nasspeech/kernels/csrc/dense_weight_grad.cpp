@@ -17,6 +17,8 @@
 #include <cstring>
 #include <vector>
 
+#include "batch_partials.h"
+
 namespace {
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -238,22 +240,17 @@ at::Tensor dense_weight_grad(const at::Tensor& grad_out, const at::Tensor& input
               "dense_weight_grad: grad_out's size ", go.sizes(), " does not match the convolution "
               "of input ", x.sizes(), " (batch ", x.size(0), ", output ", ho, "x", wo, ")");
   const int64_t N = x.size(0), taps = g.kh * g.kw, per = taps * g.Co * g.Ci;
-  const int threads = at::get_num_threads();
-  std::vector<float> parts(static_cast<size_t>(threads) * per, 0.f);
   const float* gop = go.data_ptr<float>();
   const float* xp = x.data_ptr<float>();
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    accumulate(gop, xp, parts.data() + static_cast<size_t>(at::get_thread_num()) * per, n0, n1, g);
+  const auto sum = nasspeech::sum_over_batch(N, per, [&](int64_t n0, int64_t n1, float* acc) {
+    accumulate(gop, xp, acc, n0, n1, g);
   });
-  auto out = at::zeros({g.Co, g.Ci, g.kh, g.kw}, x.options());
+  auto out = at::empty({g.Co, g.Ci, g.kh, g.kw}, x.options());
   float* o = out.data_ptr<float>();
-  for (int t = 0; t < threads; ++t) {
-    const float* p = parts.data() + static_cast<size_t>(t) * per;
-    for (int64_t tap = 0; tap < taps; ++tap)
-      for (int64_t co = 0; co < g.Co; ++co)
-        for (int64_t ci = 0; ci < g.Ci; ++ci)
-          o[(co * g.Ci + ci) * taps + tap] += p[(tap * g.Co + co) * g.Ci + ci];
-  }
+  for (int64_t tap = 0; tap < taps; ++tap)
+    for (int64_t co = 0; co < g.Co; ++co)
+      for (int64_t ci = 0; ci < g.Ci; ++ci)
+        o[(co * g.Ci + ci) * taps + tap] = sum[(tap * g.Co + co) * g.Ci + ci];
   return out;
 }
 

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <vector>
 
+#include "batch_partials.h"
+
 namespace {
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -82,18 +84,15 @@ at::Tensor depthwise_weight_grad(const at::Tensor& grad_out, const at::Tensor& i
              stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
   TORCH_CHECK(go.size(0) == x.size(0) && go.size(1) == g.C, "depthwise_weight_grad: shape mismatch");
   const int64_t N = x.size(0), taps = g.kh * g.kw, per = taps * g.C;
-  const int threads = at::get_num_threads();
-  std::vector<float> parts(static_cast<size_t>(threads) * per, 0.f);
   const float* gop = go.data_ptr<float>();
   const float* xp = x.data_ptr<float>();
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    accumulate(gop, xp, parts.data() + static_cast<size_t>(at::get_thread_num()) * per, n0, n1, g);
+  const auto sum = nasspeech::sum_over_batch(N, per, [&](int64_t n0, int64_t n1, float* acc) {
+    accumulate(gop, xp, acc, n0, n1, g);
   });
-  auto out = at::zeros({g.C, 1, g.kh, g.kw}, x.options());
+  auto out = at::empty({g.C, 1, g.kh, g.kw}, x.options());
   float* o = out.data_ptr<float>();
-  for (int t = 0; t < threads; ++t)
-    for (int64_t tap = 0; tap < taps; ++tap)
-      for (int64_t c = 0; c < g.C; ++c) o[c * taps + tap] += parts[static_cast<size_t>(t) * per + tap * g.C + c];
+  for (int64_t tap = 0; tap < taps; ++tap)
+    for (int64_t c = 0; c < g.C; ++c) o[c * taps + tap] = sum[tap * g.C + c];
   return out;
 }
 
