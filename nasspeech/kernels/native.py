@@ -4,7 +4,7 @@ Some ops have no fast oneDNN kernel at the few channels of a DARTS cell (the dep
 gradient runs 6-38x from its roofline bound). Their C++ kernels live in ``csrc/`` and register
 themselves as ``torch.ops.nasspeech.*`` (so profilers name them). :func:`native_ops` compiles
 all of them into one library with the machine's C++ compiler the first time a process needs
-one (about 20 s; a lock serialises concurrent processes), caches it, and loads it.
+one (about 20 s on 2 cores; a lock serialises concurrent processes), caches it, and loads it.
 
 The cache is keyed by the sources, the torch and Python versions and the CPU's model and
 instruction-set flags: the library is built with ``-march=native``, and a cache shared by
