@@ -194,3 +194,16 @@ def test_stale_builds_are_pruned_and_the_current_one_kept(tmp_path):
     assert native.prune_stale_builds(current) == [stale]
     assert current.exists() and recent.exists() and not stale.exists()
     assert current.stat().st_mtime > old  # marked as used
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    import os
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    assert not native.clear_stale_lock(tmp_path)  # a build may be running: wait for it
+    assert lock.exists()
+    os.utime(lock, (1_000_000_000, 1_000_000_000))
+    assert native.clear_stale_lock(tmp_path)
+    assert not lock.exists()
+    assert not native.clear_stale_lock(tmp_path)  # nothing to remove

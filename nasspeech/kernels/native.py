@@ -126,6 +126,7 @@ def _build_and_load() -> object | None:
         from torch.utils.cpp_extension import load
 
         build.mkdir(parents=True, exist_ok=True)
+        clear_stale_lock(build)
         if not any(build.glob(f"{name}*.so")):
             log.warning("compiling nasspeech's CPU kernels into %s (once per machine, ~20 s)",
                         build)
@@ -142,6 +143,26 @@ def _build_and_load() -> object | None:
         return None
     prune_stale_builds(build)
     return torch.ops.nasspeech
+
+
+#: A build lock older than this was left by a build that died (torch's lock waits forever).
+STALE_LOCK_S = 600.0
+
+
+def clear_stale_lock(build: Path, max_age_s: float = STALE_LOCK_S) -> bool:
+    """Remove ``build/lock`` if a killed build left it behind (older than ``max_age_s``; a
+    build takes ~20 s), so that the next process builds instead of waiting forever."""
+    import time
+
+    lock = build / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > max_age_s:
+            log.warning("removing a stale kernel-build lock %s (left by a build that died)", lock)
+            lock.unlink()
+            return True
+    except OSError:  # no lock, or another process removed it first
+        pass
+    return False
 
 
 #: Builds not used for this long are deleted when another build is loaded.
