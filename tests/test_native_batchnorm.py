@@ -169,7 +169,7 @@ class _Spy:
 @pytest.fixture
 def spy(monkeypatch):
     calls: list[str] = []
-    monkeypatch.setattr("nasspeech.kernels.batchnorm.native_ops", lambda: _Spy(calls))
+    monkeypatch.setattr("nasspeech.kernels.dispatch.native_ops", lambda: _Spy(calls))
     return calls
 
 

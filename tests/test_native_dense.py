@@ -72,7 +72,7 @@ class _Spy:
 @pytest.fixture
 def spy(monkeypatch):
     calls: list = []
-    monkeypatch.setattr("nasspeech.kernels.dense.native_ops", lambda: _Spy(calls))
+    monkeypatch.setattr("nasspeech.kernels.dispatch.native_ops", lambda: _Spy(calls))
     return calls
 
 

@@ -86,7 +86,7 @@ def test_module_uses_the_compiled_kernel_and_matches_nn_conv(monkeypatch):
             calls.append(a[2:])
             return real(*a)
 
-    monkeypatch.setattr("nasspeech.kernels.depthwise.native_ops", lambda: Spy())
+    monkeypatch.setattr("nasspeech.kernels.dispatch.native_ops", lambda: Spy())
     torch.manual_seed(0)
     conv = DepthwiseConv2d(8, 5, stride=1, padding=4, dilation=2).to(
         memory_format=torch.channels_last)

@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasspeech.kernels.dispatch import fast_cpu_path
-from nasspeech.kernels.native import native_ops
+from nasspeech.kernels.dispatch import compiled_ops, fast_cpu_path
 
 _native_bn = torch.ops.aten.native_batch_norm.default
 _native_bn_backward = torch.ops.aten.native_batch_norm_backward.default
@@ -113,12 +112,11 @@ class _WeightedBatchNormSum(torch.autograd.Function):
 def _compiled(x: torch.Tensor) -> object | None:
     """The compiled kernels where they apply to ``x`` (a real channels-last fp32 CPU tensor
     with more than one value per channel, no ONNX export or tracing), else None."""
-    if (torch.jit.is_tracing() or x.dtype != torch.float32 or x.dim() != 4
-            or not fast_cpu_path(x) or x.numel() <= x.shape[1]
-            or not x.is_contiguous(memory_format=torch.channels_last)
-            or torch.onnx.is_in_onnx_export()):
+    ops = compiled_ops(x)  # first: no size checks inside a trace
+    if (ops is None or x.dim() != 4 or x.numel() <= x.shape[1]
+            or not x.is_contiguous(memory_format=torch.channels_last)):
         return None
-    return native_ops()
+    return ops
 
 
 def _stats_fit(running_mean: torch.Tensor | None, running_var: torch.Tensor | None) -> bool:

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasspeech.kernels.depthwise import _pair, _weight_format
-from nasspeech.kernels.dispatch import fast_cpu_path
-from nasspeech.kernels.native import native_ops
+from nasspeech.kernels.dispatch import compiled_ops
 from nasspeech.kernels.precision import autocast_dtype
 
 
@@ -46,8 +45,7 @@ def dense_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                       dilation: tuple[int, int]) -> torch.Tensor:
     """The weight gradient of ``conv2d(x, weight, stride, padding, dilation)``: the compiled
     kernel for fp32 when no graph of the backward is being built, oneDNN's otherwise."""
-    if (not torch.is_grad_enabled() and grad.dtype == torch.float32 and x.dtype == torch.float32
-            and (ops := native_ops()) is not None):
+    if not torch.is_grad_enabled() and (ops := compiled_ops(grad, x)) is not None:
         return ops.dense_weight_grad(grad, x, list(weight.shape[-2:]), list(stride),
                                      list(padding), list(dilation)).to(
             memory_format=_weight_format(weight))
@@ -104,12 +102,10 @@ class DenseConv2d(nn.Conv2d):
         self.compiled_weight_grad = routes_to_compiled(c_in, c_out, _pair(kernel_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (not self.compiled_weight_grad or not fast_cpu_path(x) or x.dtype != torch.float32
-                or self.weight.dtype != torch.float32 or self.padding_mode != "zeros"
+        if (not self.compiled_weight_grad or self.padding_mode != "zeros"
                 or isinstance(self.padding, str) or autocast_dtype(x.device.type) is not None
-                or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
                 or not (torch.is_grad_enabled() and self.weight.requires_grad)
-                or native_ops() is None):  # a frozen weight: the input gradient only, as ever
+                or compiled_ops(x, self.weight) is None):  # a frozen weight: input gradient only
             return super().forward(x)
         return dense_conv2d(x, self.weight, _pair(self.stride), _pair(self.padding),
                             _pair(self.dilation))

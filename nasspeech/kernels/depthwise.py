@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasspeech.kernels.dispatch import fast_cpu_path
-from nasspeech.kernels.native import native_ops
+from nasspeech.kernels.dispatch import compiled_ops, fast_cpu_path
 from nasspeech.kernels.precision import autocast_dtype
 
 
@@ -56,8 +55,7 @@ def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     """The weight gradient of ``conv2d(x, weight, stride, padding, dilation, groups=C)``: the
     compiled kernel (:mod:`nasspeech.kernels.native`) for fp32 when no graph of the backward
     is being built, oneDNN's otherwise (bf16, double backward, no compiler)."""
-    if (not torch.is_grad_enabled() and grad.dtype == torch.float32 and x.dtype == torch.float32
-            and (ops := native_ops()) is not None):
+    if not torch.is_grad_enabled() and (ops := compiled_ops(grad, x)) is not None:
         return ops.depthwise_weight_grad(grad, x, list(weight.shape[-2:]), list(stride),
                                          list(padding), list(dilation)).to(
             memory_format=_weight_format(weight))

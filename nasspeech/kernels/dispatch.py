@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
 
+from nasspeech.kernels.native import native_ops
+
 _FAST_CPU = True
 
 
@@ -31,6 +33,18 @@ def reference_kernels() -> Iterator[None]:
 def fast_cpu_path(x: torch.Tensor) -> bool:
     """Whether the CPU-specific kernels apply to ``x`` (a real CPU tensor)."""
     return _FAST_CPU and x.device.type == "cpu" and not isinstance(x, FakeTensor)
+
+
+def compiled_ops(*tensors: torch.Tensor) -> object | None:
+    """``torch.ops.nasspeech`` (:mod:`nasspeech.kernels.native`) where the compiled kernels may
+    run on ``tensors``: real fp32 CPU tensors on the fast path (:func:`fast_cpu_path`), outside
+    tracing and ONNX export, with the kernels built; else None. Each kernel's caller adds what
+    its kernel needs besides (layout, shape)."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # before any size check
+        return None
+    if not all(t.dtype == torch.float32 and fast_cpu_path(t) for t in tensors):
+        return None
+    return native_ops()
 
 
 def outer_saved_tensor_hooks() -> tuple | None:

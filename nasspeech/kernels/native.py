@@ -98,9 +98,17 @@ def native_status() -> dict[str, object]:
     ops = sorted(n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
                  if n.startswith("nasspeech::")) if loaded else []
     return {"enabled": native_enabled(), "cache": str(build), "key": key,
-            "built": any(build.glob("nasspeech_kernels_*.so")),
+            "built": _is_built(build, key),
             "sources": [s.name for s in kernel_sources()], "loaded": loaded, "ops": ops,
             "error": _STATE.get("error")}
+
+
+def _library_name(key: str) -> str:
+    return f"nasspeech_kernels_{key}"
+
+
+def _is_built(build: Path, key: str) -> bool:
+    return any(build.glob(f"{_library_name(key)}*.so"))
 
 
 def native_ops() -> object | None:
@@ -121,16 +129,15 @@ def _build_and_load() -> object | None:
 
     key = cache_key()
     build = cache_dir() / key
-    name = f"nasspeech_kernels_{key}"
     try:
         from torch.utils.cpp_extension import load
 
         build.mkdir(parents=True, exist_ok=True)
         clear_stale_lock(build)
-        if not any(build.glob(f"{name}*.so")):
+        if not _is_built(build, key):
             log.warning("compiling nasspeech's CPU kernels into %s (once per machine, ~20 s)",
                         build)
-        load(name=name, sources=[str(s) for s in kernel_sources()],
+        load(name=_library_name(key), sources=[str(s) for s in kernel_sources()],
              extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], build_directory=str(build),
              is_python_module=False, verbose=False)
     except Exception as exc:  # noqa: BLE001  (no compiler, no headers, a failed build: fall back, loudly)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasspeech.kernels.dispatch import fast_cpu_path
+from nasspeech.kernels.dispatch import compiled_ops
 from nasspeech.kernels.native import native_ops
 
 
@@ -76,11 +76,8 @@ def max_pool3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 def compiled_pooling_applies(x: torch.Tensor) -> bool:
     """Whether :class:`MaxPool3x3` runs the compiled kernels on ``x``."""
-    return (not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
-            and fast_cpu_path(x) and x.dim() == 4 and x.dtype == torch.float32
-            and x.shape[-2] > 0 and x.shape[-1] > 0
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and native_ops() is not None)
+    return (compiled_ops(x) is not None and x.dim() == 4 and x.shape[-2] > 0
+            and x.shape[-1] > 0 and x.is_contiguous(memory_format=torch.channels_last))
 
 
 class MaxPool3x3(nn.MaxPool2d):
