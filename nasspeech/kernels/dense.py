@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasspeech.kernels.depthwise import _pair, _weight_format
 from nasspeech.kernels.dispatch import compiled_ops
+from nasspeech.kernels.layout import as_pair, weight_format
 from nasspeech.kernels.precision import autocast_dtype
 
 
@@ -48,7 +48,7 @@ def dense_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     if not torch.is_grad_enabled() and (ops := compiled_ops(grad, x)) is not None:
         return ops.dense_weight_grad(grad, x, list(weight.shape[-2:]), list(stride),
                                      list(padding), list(dilation)).to(
-            memory_format=_weight_format(weight))
+            memory_format=weight_format(weight))
     return torch.ops.aten.convolution_backward(
         grad, x, weight, None, stride, padding, dilation, False, (0, 0), 1,
         (False, True, False))[1]
@@ -99,7 +99,7 @@ class DenseConv2d(nn.Conv2d):
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  dilation: int | tuple[int, int] = 1) -> None:
         super().__init__(c_in, c_out, kernel_size, stride, padding, dilation, bias=False)
-        self.compiled_weight_grad = routes_to_compiled(c_in, c_out, _pair(kernel_size))
+        self.compiled_weight_grad = routes_to_compiled(c_in, c_out, as_pair(kernel_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (not self.compiled_weight_grad or self.padding_mode != "zeros"
@@ -107,5 +107,5 @@ class DenseConv2d(nn.Conv2d):
                 or not (torch.is_grad_enabled() and self.weight.requires_grad)
                 or compiled_ops(x, self.weight) is None):  # a frozen weight: input gradient only
             return super().forward(x)
-        return dense_conv2d(x, self.weight, _pair(self.stride), _pair(self.padding),
-                            _pair(self.dilation))
+        return dense_conv2d(x, self.weight, as_pair(self.stride), as_pair(self.padding),
+                            as_pair(self.dilation))

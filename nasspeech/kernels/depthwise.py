@@ -18,11 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasspeech.kernels.dispatch import compiled_ops, fast_cpu_path
+from nasspeech.kernels.layout import as_pair, weight_format
 from nasspeech.kernels.precision import autocast_dtype
-
-
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def depthwise_input_grad(grad: torch.Tensor, weight: torch.Tensor, input_hw: tuple[int, int],
@@ -58,15 +55,10 @@ def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     if not torch.is_grad_enabled() and (ops := compiled_ops(grad, x)) is not None:
         return ops.depthwise_weight_grad(grad, x, list(weight.shape[-2:]), list(stride),
                                          list(padding), list(dilation)).to(
-            memory_format=_weight_format(weight))
+            memory_format=weight_format(weight))
     return torch.ops.aten.convolution_backward(
         grad, x, weight, None, stride, padding, dilation, False, (0, 0), x.shape[1],
         (False, True, False))[1]
-
-
-def _weight_format(weight: torch.Tensor) -> torch.memory_format:
-    return (torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last)
-            and not weight.is_contiguous() else torch.contiguous_format)
 
 
 class _DepthwiseConv2dFunction(torch.autograd.Function):
@@ -105,11 +97,11 @@ class DepthwiseConv2d(nn.Conv2d):
                          groups=channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padding = _pair(self.padding)  # type: ignore[arg-type]
+        padding = as_pair(self.padding)  # type: ignore[arg-type]
         extent = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
         if not fast_cpu_path(x) or any(p > e for p, e in zip(padding, extent)):
             return super().forward(x)
         weight, low = self.weight, autocast_dtype(x.device.type)
         if low is not None:  # autocast's casts, made here: the backward needs one dtype
             x, weight = x.to(low), weight.to(low)
-        return depthwise_conv2d(x, weight, _pair(self.stride), padding, _pair(self.dilation))
+        return depthwise_conv2d(x, weight, as_pair(self.stride), padding, as_pair(self.dilation))

@@ -1,4 +1,4 @@
-"""Keep gradients in the activations' memory format.
+"""Memory formats of conv operands: keep gradients in the activations' format; shared helpers.
 
 Some backward formulas hand back a gradient in another memory format than the activation
 (a channel slice of a concatenation, the expanded gradient of a mean, the zero-padded
@@ -33,3 +33,16 @@ def channels_last_grad(x: torch.Tensor) -> torch.Tensor:
             or not x.is_contiguous(memory_format=torch.channels_last)):
         return x
     return _ChannelsLastGrad.apply(x)
+
+
+def as_pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    """A conv argument (kernel, stride, padding, dilation) as a (height, width) pair."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def weight_format(weight: torch.Tensor) -> torch.memory_format:
+    """The memory format a gradient of ``weight`` should have: channels-last where the
+    weight is (and is not also contiguous), else contiguous."""
+    return (torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last)
+            and not weight.is_contiguous() else torch.contiguous_format)
+
