@@ -5,9 +5,14 @@ process, steps alternating, at one thread, in process CPU time (steady on a mach
 with other jobs), on the yardstick's supernet at a quarter of its input (``cnn-small``), so
 that they run in seconds. What they guard:
 
-- second order <= 3x the first-order step. Before the second order kept the weights' layout
-  (channels-last), it cost 5x; the issue's target of 2.6x is not met (2.6-2.7x measured, see
-  docs/search-step.md), so it is not what is asserted.
+- second order <= 3x the first-order step, both inside the CPU tensor cache the runs use
+  (nasspeech.kernels.cpu_cache). Before the second order kept the weights' layout
+  (channels-last), it cost 5x. The issue's target of 2.6x is about the yardstick
+  (docs/search-step.md has what it measures); at this quarter-size input the ratio is higher
+  (2.7-2.8x), so 3x is asserted.
+- the CPU tensor cache lowers the yardstick's peak RSS: second order to <= 0.85x, first order
+  to <= 0.92x of PyTorch's allocator (0.71x and 0.83x measured), fresh processes (about
+  3 minutes; glibc's fragmentation needs the full-size step to show).
 
 The full-size comparison with another checkout (``search_step_ratios.py``; several minutes)
 runs with ``-m slow`` and ``NASSPEECH_BENCH_BASE=<checkout of d26f8ac>``.
@@ -28,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from search_step import setup
 
 SECOND_OVER_FIRST_MAX = 3.0
+CACHE_RSS_MAX = {1: 0.92, 2: 0.85}  # peak RSS with the cache / without, per order
 
 
 def alternating_step_cpu(setting: str, rounds: int = 3) -> dict[int, float]:
@@ -35,17 +41,20 @@ def alternating_step_cpu(setting: str, rounds: int = 3) -> dict[int, float]:
     the two orders alternating, at one thread."""
     from nasspeech.search import Architect, search_step
 
+    from nasspeech.kernels.cpu_cache import cached_cpu_memory
+
     threads = torch.get_num_threads()
     try:
         net, first, opt, train, val = setup(setting, 1, 1)
         architects = {1: first, 2: Architect(net, order=2)}
         times: dict[int, list[float]] = {1: [], 2: []}
-        for r in range(rounds + 1):  # round 0 warms both up
-            for order in ((1, 2) if r % 2 else (2, 1)):
-                t0 = time.process_time()
-                search_step(net, architects[order], opt, train, val, lr=0.025)
-                if r:
-                    times[order].append(time.process_time() - t0)
+        with cached_cpu_memory():  # as in search runs
+            for r in range(rounds + 1):  # round 0 warms both up
+                for order in ((1, 2) if r % 2 else (2, 1)):
+                    t0 = time.process_time()
+                    search_step(net, architects[order], opt, train, val, lr=0.025)
+                    if r:
+                        times[order].append(time.process_time() - t0)
         return {order: statistics.median(t) for order, t in times.items()}
     finally:
         torch.set_num_threads(threads)
@@ -58,6 +67,30 @@ def test_second_order_costs_at_most_3x_first_order(benchmark):
     benchmark.extra_info.update(first_s=result[1], second_s=result[2], ratio=ratio)
     print(result, f"second/first {ratio:.2f}")
     assert ratio <= SECOND_OVER_FIRST_MAX, result
+
+
+@pytest.mark.parametrize("order", [2, 1])
+def test_cpu_cache_lowers_the_yardsticks_peak_rss(benchmark, order):
+    from search_step import measure
+
+    from nasspeech.kernels import native
+
+    if native.native_ops() is None:
+        pytest.skip("compiled kernels unavailable here")
+
+    def both() -> dict[str, dict]:
+        return {flag: measure("cnn", order, steps=1, warmup=1, threads=1,
+                              env={"NASSPEECH_CPU_CACHE": flag}) for flag in ("0", "1")}
+
+    rows = benchmark.pedantic(both, rounds=1, iterations=1)
+    ratio = rows["1"]["peak_rss_gb"] / rows["0"]["peak_rss_gb"]
+    benchmark.extra_info.update(
+        rss_gb_cache=rows["1"]["peak_rss_gb"], rss_gb_pytorch=rows["0"]["peak_rss_gb"],
+        step_s_cache=rows["1"]["step_s_median"], step_s_pytorch=rows["0"]["step_s_median"],
+        ratio=ratio)
+    print({k: (r["peak_rss_gb"], r["step_s_median"]) for k, r in rows.items()},
+          f"RSS with/without cache {ratio:.2f}")
+    assert ratio <= CACHE_RSS_MAX[order], rows
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ warm-up steps and the process's peak resident set size (ru_maxrss), as JSON line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -65,15 +66,10 @@ def setup(name: str, order: int, threads: int):
     return net, arch, opt, train, val
 
 
-def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dict:
-    import torch
-
-    import nasspeech
+def _steps(net, arch, opt, train, val, warmup: int, steps: int, times: list, cpu: list,
+           sys_s: list, faults: list) -> None:
     from nasspeech.search import search_step
 
-    s = SETTINGS[name]
-    net, arch, opt, train, val = setup(name, order, threads)
-    times, cpu, sys_s, faults = [], [], [], []
     for i in range(warmup + steps):
         t0, c0, s0 = time.perf_counter(), time.process_time(), os.times().system
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -83,6 +79,23 @@ def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dic
             cpu.append(time.process_time() - c0)
             sys_s.append(os.times().system - s0)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+
+
+def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dict:
+    import torch
+
+    import nasspeech
+
+    try:  # the CPU memory cache the search and training runs use (older checkouts: none)
+        from nasspeech.kernels.cpu_cache import cached_cpu_memory
+    except ImportError:
+        cached_cpu_memory = contextlib.nullcontext
+
+    s = SETTINGS[name]
+    net, arch, opt, train, val = setup(name, order, threads)
+    times, cpu, sys_s, faults = [], [], [], []
+    with cached_cpu_memory():
+        _steps(net, arch, opt, train, val, warmup, steps, times, cpu, sys_s, faults)
     return {
         "setting": name, "order": order, "batch": s["batch"], "threads": threads,
         "step_s_median": round(statistics.median(times), 3), "step_s_all": [round(t, 3) for t in times],
@@ -95,15 +108,16 @@ def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dic
 
 
 def measure(name: str, order: int = 1, steps: int = 2, warmup: int = 1, threads: int = 2,
-            tree: str | None = None) -> dict:
+            tree: str | None = None, env: dict[str, str] | None = None) -> dict:
     """Run one setting in a fresh interpreter so that its peak RSS is its own; ``tree``: the
-    checkout whose ``nasspeech`` it imports (default: whatever the interpreter finds)."""
+    checkout whose ``nasspeech`` it imports (default: whatever the interpreter finds);
+    ``env``: environment variables to set (e.g. ``NASSPEECH_CPU_CACHE``)."""
     cmd = [sys.executable, __file__, name, "--order", str(order), "--steps", str(steps),
            "--warmup", str(warmup), "--threads", str(threads), "--inline"]
-    env = None
+    env = {**os.environ, **(env or {})}
     if tree is not None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 

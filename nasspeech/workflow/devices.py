@@ -36,3 +36,12 @@ def use_threads(threads: int | None) -> Iterator[dict[str, int]]:
                "interop_threads": torch.get_num_interop_threads()}
     finally:
         torch.set_num_threads(before)
+
+
+def cpu_memory_cache(device: torch.device) -> contextlib.AbstractContextManager[bool]:
+    """The compiled cache for large CPU tensors (:mod:`nasspeech.kernels.cpu_cache`) for a
+    run on ``device``: on for the CPU (unless ``NASSPEECH_CPU_CACHE=0``), off elsewhere."""
+    from nasspeech.kernels.cpu_cache import cached_cpu_memory
+
+    return cached_cpu_memory(None if device.type == "cpu" else False)
+

@@ -36,7 +36,7 @@ from nasspeech.space.supernet import Supernet
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, split_search
-from nasspeech.workflow.devices import resolve_device, use_threads
+from nasspeech.workflow.devices import cpu_memory_cache, resolve_device, use_threads
 from nasspeech.workflow.resume import SEARCH_FIXED, resume_point
 from nasspeech.workflow.rundir import (
     CHECKPOINT,
@@ -84,13 +84,14 @@ def run_search(
         check_world(config.search.batch_size, group.world_size)
         if threads is None and group.device.type == "cpu":
             threads = 1
+    device = resolve_device(config.device) if group is None else group.device
     if group is None or group.is_main:
         with group.main_setup() if group else contextlib.nullcontext(), \
                 open_run_dir(out_dir, resume, restart) as run_dir, \
-                use_threads(threads) as used:
+                use_threads(threads) as used, cpu_memory_cache(device):
             return _search(config, data, fold, run_dir, resume, progress, stop_after, used,
                            group)
-    with use_threads(threads) as used:  # the others write nothing
+    with use_threads(threads) as used, cpu_memory_cache(device):  # the others write nothing
         return _search(config, data, fold, Path(out_dir), resume, False, stop_after, used,
                        group)
 

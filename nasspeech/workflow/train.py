@@ -26,7 +26,7 @@ from nasspeech.search import NonFiniteLossError, predict, weight_step
 from nasspeech.workflow.artifacts import try_plot
 from nasspeech.workflow.checkpoint import save_checkpoint, seed_everything, set_rng_state
 from nasspeech.workflow.datasets import BatchStream, RunData, eval_stream, train_indices
-from nasspeech.workflow.devices import resolve_device, use_threads
+from nasspeech.workflow.devices import cpu_memory_cache, resolve_device, use_threads
 from nasspeech.workflow.resume import TRAIN_FIXED, resume_point
 from nasspeech.workflow.rundir import (
     CHECKPOINT,
@@ -111,7 +111,8 @@ def run_train(
     seed_everything(config.seed + fold)
     model = build_model(config, genotype, name, auxiliary=config.train.auxiliary_weight > 0)
     with open_run_dir(out_dir, resume, restart) as run_dir, \
-            use_threads(config.threads) as threads:
+            use_threads(config.threads) as threads, \
+            cpu_memory_cache(resolve_device(config.device)):
         return _train(config, data, fold, run_dir, model, genotype, name, progress, resume,
                       threads)
 
