@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_with"]
+_TEMP_SUFFIX = ".tmp"
+
+__all__ = ["atomic_write", "atomic_write_with", "remove_stale_temp_files"]
 
 
 def atomic_write_with(
@@ -27,7 +29,7 @@ def atomic_write_with(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
@@ -41,6 +43,18 @@ def atomic_write_with(
     if fsync:
         _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files that writes killed mid-way (SIGKILL, power cut) left directly in
+    ``folder`` (``.<name>.<random>.tmp``); returns them. Only for a folder no one else writes
+    to now (a run directory under its lock)."""
+    removed = []
+    for p in Path(folder).glob(f".*{_TEMP_SUFFIX}"):
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return sorted(removed)
 
 
 def atomic_write(path: str | Path, data: bytes | str, *, fsync: bool = False) -> Path:

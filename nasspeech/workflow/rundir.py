@@ -2,21 +2,25 @@
 under an advisory lock held for the run's life; never overwritten silently.
 
 Every file a run writes goes through :func:`nasspeech.io.atomic_write` (unique temp name,
-then rename), checkpoints with an fsync.
+then rename), checkpoints with an fsync; a resume deletes the temp files that a killed
+write left in the run directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nasspeech.io import atomic_write
+from nasspeech.io import atomic_write, remove_stale_temp_files
 from nasspeech.workflow.errors import RunDirError, WorkflowError
 from nasspeech.workflow.lock import LOCK_FILE, LOCK_FILES, RunLock
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -78,6 +82,9 @@ def open_run_dir(path: str | Path, resume: bool = False, restart: bool = False
             _clear(path)
         elif not resume:
             _check_new(path)  # another run may have finished in it meanwhile
+        else:  # what a killed run's last write left behind; we hold the lock
+            for stale in remove_stale_temp_files(path):
+                log.info("removed %s, left by an interrupted write", stale)
         yield path
 
 
