@@ -81,7 +81,8 @@ def _steps(net, arch, opt, train, val, warmup: int, steps: int, times: list, cpu
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 
 
-def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dict:
+def run_one(name: str, order: int, steps: int, warmup: int, threads: int,
+            recompute: bool = False) -> dict:
     import torch
 
     import nasspeech
@@ -94,7 +95,7 @@ def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dic
     s = SETTINGS[name]
     net, arch, opt, train, val = setup(name, order, threads)
     times, cpu, sys_s, faults = [], [], [], []
-    with cached_cpu_memory():
+    with cached_cpu_memory(), _recompute(recompute):
         _steps(net, arch, opt, train, val, warmup, steps, times, cpu, sys_s, faults)
     return {
         "setting": name, "order": order, "batch": s["batch"], "threads": threads,
@@ -104,16 +105,30 @@ def run_one(name: str, order: int, steps: int, warmup: int, threads: int) -> dic
         "page_faults_median": int(statistics.median(faults)),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
         "torch": torch.__version__, "nasspeech": str(Path(nasspeech.__file__).parent.parent),
+        "recompute_depthwise": recompute,
     }
 
 
+def _recompute(on: bool):
+    """``search.recompute_depthwise`` as the search runs switch it on (older checkouts: off)."""
+    if not on:
+        return contextlib.nullcontext()
+    from nasspeech.kernels.recompute import recompute_depthwise
+
+    return recompute_depthwise(True)
+
+
 def measure(name: str, order: int = 1, steps: int = 2, warmup: int = 1, threads: int = 2,
-            tree: str | None = None, env: dict[str, str] | None = None) -> dict:
+            tree: str | None = None, env: dict[str, str] | None = None,
+            recompute: bool = False) -> dict:
     """Run one setting in a fresh interpreter so that its peak RSS is its own; ``tree``: the
     checkout whose ``nasspeech`` it imports (default: whatever the interpreter finds);
-    ``env``: environment variables to set (e.g. ``NASSPEECH_CPU_CACHE``)."""
+    ``env``: environment variables to set (e.g. ``NASSPEECH_CPU_CACHE``); ``recompute``:
+    with ``search.recompute_depthwise``."""
     cmd = [sys.executable, __file__, name, "--order", str(order), "--steps", str(steps),
            "--warmup", str(warmup), "--threads", str(threads), "--inline"]
+    if recompute:
+        cmd.append("--recompute-depthwise")
     env = {**os.environ, **(env or {})}
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join(
@@ -129,16 +144,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--recompute-depthwise", action="store_true",
+                   help="recompute depthwise outputs in the backward (search.recompute_depthwise)")
     p.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--write", type=Path, help="append a Markdown table of the results here")
     a = p.parse_args()
     if a.inline:
-        print(json.dumps(run_one(a.setting, a.order, a.steps, a.warmup, a.threads)))
+        print(json.dumps(run_one(a.setting, a.order, a.steps, a.warmup, a.threads,
+                                 a.recompute_depthwise)))
         return
     jobs = [(n, o) for n in SETTINGS for o in (1, 2)] if a.setting == "all" else [(a.setting, a.order)]
     rows = []
     for name, order in jobs:
-        row = measure(name, order, a.steps, a.warmup, a.threads)
+        row = measure(name, order, a.steps, a.warmup, a.threads,
+                      recompute=a.recompute_depthwise)
         print(json.dumps(row), flush=True)
         rows.append(row)
     if a.write:

@@ -50,13 +50,16 @@ def check_tree(path: Path) -> Path:
 
 
 def run(setting: str, base: Path | None, rounds: int, steps: int, warmup: int,
-        threads: int) -> dict:
+        threads: int, recompute: bool = False) -> dict:
     jobs = [("new", 1), ("base", 1), ("new", 2)] if base else [("new", 1), ("new", 2)]
+    if recompute:  # search.recompute_depthwise: first and second order
+        jobs += [("recompute", 1), ("recompute", 2)]
     rows: list[dict] = []
     for r in range(rounds):
         for tree, order in (jobs if r % 2 == 0 else jobs[::-1]):
             row = measure(setting, order, steps, warmup, threads,
-                          str(base) if tree == "base" else str(HERE))
+                          str(base) if tree == "base" else str(HERE),
+                          recompute=tree == "recompute")
             row.update(tree=tree, round=r, load=os.getloadavg()[0])
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -77,6 +80,12 @@ def summarise(rows: list[dict], rounds: int) -> dict:
             base = pick("base", 1, key)
             res["base_first"] = statistics.median(base)
             res["base_over_new"] = statistics.median(b / f for b, f in zip(base, first))
+        if any(x["tree"] == "recompute" for x in rows):
+            for order, plain in ((1, first), (2, second)):
+                rc = pick("recompute", order, key)
+                res[f"recompute_{order}"] = statistics.median(rc)
+                res[f"recompute_over_plain_{order}"] = statistics.median(
+                    r / f for r, f in zip(rc, plain))
         out["wall" if key == "step_s_median" else "cpu"] = res
     out["peak_rss_gb"] = {f"{tree} order {order}": max(x["peak_rss_gb"] for x in rows
                                                        if x["tree"] == tree and x["order"] == order)
@@ -91,7 +100,9 @@ def markdown(res: dict, args, load_before: str, load_after: str, base_rev: str) 
              f"- load before: `{load_before}`", f"- load after: `{load_after}`",
              (f"- {args.rounds} rounds x (this checkout order 1, "
               + (f"base {base_rev} order 1, " if base_rev else "")
-              + f"this checkout order 2), alternating, each a fresh process: {args.warmup} "
+              + "this checkout order 2"
+              + (", both orders with recompute_depthwise" if args.recompute else "")
+              + f"), alternating, each a fresh process: {args.warmup} "
               f"warm-up + {args.steps} timed steps, median per process\n"),
              "| measure | wall | CPU (process) |", "|---|---|---|",
              f"| first order, s/step | {w['first']:.2f} | {c['first']:.2f} |",
@@ -103,6 +114,13 @@ def markdown(res: dict, args, load_before: str, load_after: str, base_rev: str) 
         lines += [f"| base first order, s/step | {w['base_first']:.2f} | {c['base_first']:.2f} |",
                   (f"| **base / this checkout, first order** | **{w['base_over_new']:.2f}** | "
                   f"{c['base_over_new']:.2f} |")]
+    for order in (1, 2):
+        if f"recompute_{order}" in w:
+            lines += [(f"| order {order} with `recompute_depthwise`, s/step | "
+                       f"{w[f'recompute_{order}']:.2f} | {c[f'recompute_{order}']:.2f} |"),
+                      (f"| recompute / kept, order {order} | "
+                       f"{w[f'recompute_over_plain_{order}']:.2f} | "
+                       f"{c[f'recompute_over_plain_{order}']:.2f} |")]
     lines += ["", "| process | peak RSS (GB) |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in res["peak_rss_gb"].items()]
     return "\n".join(lines) + "\n"
@@ -116,6 +134,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--recompute", action="store_true",
+                   help="also both orders with search.recompute_depthwise")
     p.add_argument("--write", type=Path, help="append a Markdown summary here")
     a = p.parse_args()
     base = check_tree(a.base) if a.base else None
@@ -126,7 +146,7 @@ def main() -> None:
         base_rev = rev.stdout.strip() or str(base)
     before = uptime()
     print(f"# {before}", flush=True)
-    res = run(a.setting, base, a.rounds, a.steps, a.warmup, a.threads)
+    res = run(a.setting, base, a.rounds, a.steps, a.warmup, a.threads, a.recompute)
     after = uptime()
     print(f"# {after}")
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))

@@ -32,6 +32,7 @@ from torch import nn
 from nasspeech.kernels.dispatch import compiled_ops
 from nasspeech.kernels.layout import as_pair, weight_format
 from nasspeech.kernels.precision import autocast_dtype
+from nasspeech.kernels.recompute import saving_recipe_of
 
 
 def routes_to_compiled(c_in: int, c_out: int, kernel: tuple[int, int]) -> bool:
@@ -102,6 +103,10 @@ class DenseConv2d(nn.Conv2d):
         self.compiled_weight_grad = routes_to_compiled(c_in, c_out, as_pair(kernel_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # a depthwise output marked for recomputation is not kept but recomputed
+        return saving_recipe_of(x, self._forward, values_needed=self.weight.requires_grad)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if (not self.compiled_weight_grad or self.padding_mode != "zeros"
                 or isinstance(self.padding, str) or autocast_dtype(x.device.type) is not None
                 or not (torch.is_grad_enabled() and self.weight.requires_grad)

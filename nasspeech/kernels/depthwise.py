@@ -20,6 +20,7 @@ from torch import nn
 from nasspeech.kernels.dispatch import compiled_ops, fast_cpu_path
 from nasspeech.kernels.layout import as_pair, weight_format
 from nasspeech.kernels.precision import autocast_dtype
+from nasspeech.kernels.recompute import mark_recomputable, recompute_depthwise_enabled
 
 
 def depthwise_input_grad(grad: torch.Tensor, weight: torch.Tensor, input_hw: tuple[int, int],
@@ -97,11 +98,18 @@ class DepthwiseConv2d(nn.Conv2d):
                          groups=channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight  # as used now (a functional call swaps it for this call only)
+        if autocast_dtype(x.device.type) is not None or not recompute_depthwise_enabled():
+            return self._conv(x, weight)
+        return mark_recomputable(self._conv(x, weight), x,
+                                 lambda inp: self._conv(inp, weight))
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         padding = as_pair(self.padding)  # type: ignore[arg-type]
         extent = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
         if not fast_cpu_path(x) or any(p > e for p, e in zip(padding, extent)):
-            return super().forward(x)
-        weight, low = self.weight, autocast_dtype(x.device.type)
+            return self._conv_forward(x, weight, None)
+        low = autocast_dtype(x.device.type)
         if low is not None:  # autocast's casts, made here: the backward needs one dtype
             x, weight = x.to(low), weight.to(low)
         return depthwise_conv2d(x, weight, as_pair(self.stride), padding, as_pair(self.dilation))

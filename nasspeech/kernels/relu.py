@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.autograd.graph import saved_tensors_hooks
 
 from nasspeech.kernels.dispatch import outer_saved_tensor_hooks
+from nasspeech.kernels.saved import SavedRecipe, pack_outer, unpack_saved
 
 
 def relu_then(x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -39,23 +40,16 @@ def relu_then(x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]) -> 
         if current and t is current[0]:
             recipe.pending += 1
             return recipe
-        return t if outer is None else _Outer(outer[0](t), outer[1])
+        return pack_outer(t, outer)
 
     try:
-        with saved_tensors_hooks(pack, _unpack):
+        with saved_tensors_hooks(pack, unpack_saved):
             return body(current[0])
     finally:
         current.clear()
 
 
-class _Outer:
-    __slots__ = ("packed", "unpack")
-
-    def __init__(self, packed: object, unpack) -> None:
-        self.packed, self.unpack = packed, unpack
-
-
-class _Recompute:
+class _Recompute(SavedRecipe):
     """``relu(source)``, recomputed at the first unpack and kept until every op that saved it
     has unpacked it (``pending``); recomputed again if unpacked more often."""
 
@@ -71,11 +65,3 @@ class _Recompute:
         self.pending -= 1
         self.value = value if self.pending > 0 else None
         return value
-
-
-def _unpack(packed: object) -> torch.Tensor:
-    if isinstance(packed, _Recompute):
-        return packed.get()
-    if isinstance(packed, _Outer):
-        return packed.unpack(packed.packed)
-    return packed  # type: ignore[return-value]

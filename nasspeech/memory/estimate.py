@@ -47,6 +47,7 @@ class MemoryEstimate:
     per_op: list[dict[str, Any]] | None = None  # marginal cost of each op (per_op=True)
     world_size: int = 1  # data-parallel processes: batch_size and every size are per GPU
     precision: str = "fp32"  # of the forward passes (search.precision)
+    recompute_depthwise: bool = False  # search.recompute_depthwise
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -247,4 +248,5 @@ def evaluate(trace: Trace, profile: GpuProfile, order: int) -> MemoryEstimate:
         fits=fits, max_batch_size=None, breakdown=breakdown,
         trace_events=len(trace.events), notes=notes,
         precision=trace.meta.get("precision", "fp32"),
+        recompute_depthwise=bool(trace.meta.get("recompute_depthwise", False)),
     )

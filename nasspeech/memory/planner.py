@@ -3,10 +3,11 @@
 Candidates, each estimated exactly (one trace each): drop the one, two or three costliest
 ops of a component (by :mod:`~nasspeech.memory.per_op`), one node or one or two cells fewer,
 partial channels K = 2 or 4 (PC-DARTS), bf16 autocast (``search.precision``, where the
-config is fp32), and the largest batch that fits the unchanged space.
+config is fp32), recomputed depthwise outputs (``search.recompute_depthwise``, where it is
+off), and the largest batch that fits the unchanged space.
 Fitting plans are ranked by how much of the search they keep: the product over components of
-kept ops x kept edges x kept cells, divided by K, times the batch-size ratio (bf16 keeps the whole
-search: it changes the arithmetic, not the space).
+kept ops x kept edges x kept cells, divided by K, times the batch-size ratio (bf16 and
+recomputation keep the whole search: they change the arithmetic or the time, not the space).
 
 The traces and replays after the first are independent: where a core is idle they are
 shared among forked copies of the process (:func:`~nasspeech.memory.fork.fork_map`, which
@@ -81,13 +82,16 @@ class _Job:
     kind: str  # "candidate" or "batch"
     text: str = ""
     changes: dict[str, dict] = field(default_factory=dict)
-    precision: str | None = None  # a precision candidate
+    search: tuple[tuple[str, object], ...] = ()  # search settings a candidate changes
 
 
 def _candidate_jobs(space: SearchSpace, costs, search: SearchConfig) -> list[_Job]:
     jobs = [_Job("candidate", text, changes) for text, changes in _candidates(space, costs)]
     if search.precision == "fp32":
-        jobs.append(_Job("candidate", "precision bf16 (autocast)", precision="bf16"))
+        jobs.append(_Job("candidate", "precision bf16 (autocast)", search=(("precision", "bf16"),)))
+    if not search.recompute_depthwise:
+        jobs.append(_Job("candidate", "recompute depthwise outputs (~15 % more step time)",
+                         search=(("recompute_depthwise", True),)))
     return jobs
 
 
@@ -112,8 +116,7 @@ def _run(job: _Job, space: SearchSpace, search: SearchConfig, session, base_trac
         variant = space.with_changes(**job.changes) if job.changes else space
     except ValueError as exc:  # e.g. a change the space does not accept
         return ("skipped", str(exc))
-    variant_search = search.model_copy(update={"precision": job.precision}) \
-        if job.precision else search
+    variant_search = search.model_copy(update=dict(job.search)) if job.search else search
     trace = StepTracerSession(variant, variant_search).trace(batch_size)
     return ("plan", evaluate(trace, profile, search.order))
 
@@ -197,8 +200,7 @@ def _plan_of(job: _Job, value: tuple, space: SearchSpace, batch_size: int,
         return Plan(f"batch size {best * world_size}", space, best * world_size, est,
                     _kept(space, space, best, batch_size))
     variant = space.with_changes(**job.changes) if job.changes else space
-    changes = dict(job.changes) or ({"search": {"precision": job.precision}}
-                                    if job.precision else {})
+    changes = dict(job.changes) or ({"search": dict(job.search)} if job.search else {})
     return Plan(job.text, variant, batch_size * world_size, value[1],
                 _kept(variant, space, batch_size, batch_size), changes)
 

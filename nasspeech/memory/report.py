@@ -35,7 +35,8 @@ def render(est: MemoryEstimate) -> str:
     ws_lo, ws_hi = est.conv_workspace_bytes
     lines = [
         (f"GPU memory estimate: {est.gpu} ({fmt_bytes(est.capacity_bytes)}), batch "
-         f"{est.batch_size}, order {est.order}, {est.precision}"),
+         f"{est.batch_size}, order {est.order}, {est.precision}"
+         + (", depthwise outputs recomputed" if est.recompute_depthwise else "")),
         "",
         f"  peak allocated (tensors)      {fmt_bytes(est.peak_allocated_bytes):>12}",
         f"  peak reserved (allocator)     {fmt_bytes(est.peak_reserved_bytes):>12}",

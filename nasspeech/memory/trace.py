@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nasspeech.kernels.precision import modelled_autocast
+from nasspeech.kernels.recompute import recompute_depthwise
 from nasspeech.memory import overheads
 from nasspeech.memory.autocast_model import AutocastModel
 from nasspeech.memory.cudnn_rnn import emulate_cudnn_rnns
@@ -444,6 +445,8 @@ def trace_step(
     rnns = emulate_cudnn_rnns(setup.model) if target == "cuda" else contextlib.nullcontext()
     # bf16 (search.precision): CUDA's autocast, modelled; a CPU target has torch's own
     amp = modelled_autocast(AutocastModel()) if target == "cuda" else contextlib.nullcontext()
+    search = getattr(setup, "search", None)
+    recompute = recompute_depthwise(bool(getattr(search, "recompute_depthwise", False)))
     attention = contextlib.nullcontext()
     if tracker is not None:
         from nasspeech.memory.cpu_probe import cpu_attention
@@ -452,7 +455,7 @@ def trace_step(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with rnns, attention, amp:
+        with rnns, attention, amp, recompute:
             if warmup:
                 if fake_mode is not None:
                     with fake_mode, _ScalarMode():
@@ -469,8 +472,9 @@ def trace_step(
                 tracker=tracker, attribute=attribute,
             )
             tracer.tracker.stop_after_tasks = stop_after_tasks
-            tracer.trace.meta["precision"] = getattr(getattr(setup, "search", None),
-                                                     "precision", "fp32")
+            tracer.trace.meta["precision"] = getattr(search, "precision", "fp32")
+            tracer.trace.meta["recompute_depthwise"] = bool(
+                getattr(search, "recompute_depthwise", False))
             with tracer:
                 try:
                     step()

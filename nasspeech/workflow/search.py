@@ -27,6 +27,7 @@ from nasspeech.config import RunConfig
 from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write
 from nasspeech.kernels.precision import autocast
+from nasspeech.kernels.recompute import recompute_depthwise
 from nasspeech.observe import TensorBoardLog
 from nasspeech.search import NonFiniteLossError, predict
 from nasspeech.search.distributed import Group, check_world
@@ -88,10 +89,12 @@ def run_search(
     if group is None or group.is_main:
         with group.main_setup() if group else contextlib.nullcontext(), \
                 open_run_dir(out_dir, resume, restart) as run_dir, \
-                use_threads(threads) as used, cpu_memory_cache(device):
+                use_threads(threads) as used, cpu_memory_cache(device), \
+                recompute_depthwise(config.search.recompute_depthwise):
             return _search(config, data, fold, run_dir, resume, progress, stop_after, used,
                            group)
-    with use_threads(threads) as used, cpu_memory_cache(device):  # the others write nothing
+    with use_threads(threads) as used, cpu_memory_cache(device), \
+            recompute_depthwise(config.search.recompute_depthwise):  # the others write nothing
         return _search(config, data, fold, Path(out_dir), resume, False, stop_after, used,
                        group)
 

@@ -1,6 +1,6 @@
 """The planner: its parallel, shared run gives the old serial planner's plans exactly, the
-largest-batch plan from the batch model equals a traced one, bf16 is offered, and progress
-lines report the best plan so far."""
+largest-batch plan from the batch model equals a traced one, bf16 and recomputed depthwise
+outputs are offered, and progress lines report the best plan so far."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_shared_parallel_plan_equals_the_old_serial_plan(gpu: str) -> None:
     for parallel in (False, True):
         base, plans = plan(_space(), BATCH, gpu, search, parallel=parallel)
         assert _key(base) == _key(old_base)
-        plans = [p for p in plans if not p.description.startswith("precision")]  # new
+        plans = [p for p in plans if not p.description.startswith(("precision", "recompute"))]
         assert [(p.description, p.batch_size, p.kept, _key(p.estimate)) for p in plans] == \
             [(text, b, kept, _key(est)) for text, _, b, est, kept in old]
     assert any(p.description.startswith("batch size") for p in plans)
@@ -97,3 +97,27 @@ def test_bf16_is_offered_and_progress_shows_the_best_so_far(gpu: str) -> None:
         [f"[{i}/{len(steps)}" for i in range(1, len(steps) + 1)]  # one line per job
     assert any("precision bf16 (autocast): " in line for line in steps)
     assert "best so far: precision bf16" in steps[-1]
+
+
+def test_recomputed_depthwise_outputs_are_offered_and_traced_with_less_memory():
+    from nasspeech.memory.planner import _candidate_jobs, _run
+
+    space, profile = _space(), get_profile("a100-40gb")
+    search = SearchConfig(order=1)
+    session = StepTracerSession(space, search)
+    base_trace = session.trace(BATCH)
+    base = evaluate(base_trace, profile, 1)
+    costs = per_op_costs(space, BATCH, profile, search, trace=base_trace)
+    jobs = [j for j in _candidate_jobs(space, costs, search) if j.text.startswith("recompute")]
+    assert len(jobs) == 1 and dict(jobs[0].search) == {"recompute_depthwise": True}
+    kind, est = _run(jobs[0], space, search, session, base_trace, BATCH, profile)
+    assert kind == "plan"
+    # two sep_conv and one dil_conv depthwise output per edge are no longer kept
+    assert est.total_bytes < base.total_bytes
+    assert est.recompute_depthwise and not base.recompute_depthwise
+    from nasspeech.memory.report import render
+
+    assert "depthwise outputs recomputed" in render(est).splitlines()[0]
+    on = search.model_copy(update={"recompute_depthwise": True})
+    assert not [j for j in _candidate_jobs(space, costs, on) if j.text.startswith("recompute")]
+

@@ -1,0 +1,32 @@
+"""A search run with ``search.recompute_depthwise`` recomputes inside the run, and the same
+run without it does not; both follow the same alphas (the option changes memory and time
+only)."""
+
+from __future__ import annotations
+
+import torch
+
+import nasspeech.workflow.search as S
+from nasspeech.kernels.recompute import recompute_depthwise_enabled
+
+
+def test_search_run_switches_recomputation_on_for_its_steps(tiny, tmp_path, monkeypatch):
+    config, data = tiny
+    seen: list[bool] = []
+    real = S._search
+
+    def spy(*args, **kwargs):
+        seen.append(recompute_depthwise_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S, "_search", spy)
+    on = config.model_copy(update={"search": config.search.model_copy(
+        update={"recompute_depthwise": True})})
+    found = S.run_search(on, data, 0, tmp_path / "on", progress=False, stop_after=1)
+    kept = S.run_search(config, data, 0, tmp_path / "off", progress=False, stop_after=1)
+    assert seen == [True, False]
+    assert not recompute_depthwise_enabled()
+    # same seed, same data: the alphas follow the same path (the option changes no numbers)
+    for name, probs in kept.alpha_history[-1].items():
+        torch.testing.assert_close(torch.tensor(found.alpha_history[-1][name]),
+                                   torch.tensor(probs), rtol=1e-4, atol=1e-6)
