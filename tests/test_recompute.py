@@ -126,8 +126,8 @@ def test_search_steps_equal_the_kept_path(order, hvp):
     torch.manual_seed(0)
     net = _space().build_supernet()
     g = torch.Generator().manual_seed(1)
-    batch = lambda: (torch.randn(4, 1, 12, 12, generator=g), torch.randint(0, 3, (4,), generator=g))  # noqa: E731
-    train, val = batch(), batch()
+    train, val = ((torch.randn(4, 1, 12, 12, generator=g), torch.randint(0, 3, (4,), generator=g))
+                  for _ in range(2))
     results = []
     for on in (False, True):
         model = copy.deepcopy(net)
