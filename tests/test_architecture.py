@@ -24,7 +24,7 @@ ALLOWED = {
     "genotype": {"registry", "io", "plots._common", "space.limits", "space.loading"},
     "space": {"registry", "kernels", "ops", "families", "genotype", "io", "lazy"},
     "search": {"registry", "kernels.precision", "genotype", "space", "config"},
-    "memory": {"registry", "kernels.precision", "space", "config", "search"},
+    "memory": {"registry", "kernels.precision", "kernels.recompute", "space", "config", "search"},
 }
 
 

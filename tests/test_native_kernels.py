@@ -160,10 +160,14 @@ def test_kernels_command_reports_the_state(capsys, monkeypatch):
     status = __import__("json").loads(capsys.readouterr().out)
     assert status["sources"] == [p.name for p in native.kernel_sources()]
     assert status["cache"].endswith(status["key"])
+    assert status["cpu_cache"] is True
     if ops is not None:
         assert main(["kernels", "--build"]) == 0
         out = capsys.readouterr().out
         assert "loaded" in out and "depthwise_weight_grad" in out
+    monkeypatch.setenv("NASSPEECH_CPU_CACHE", "0")
+    assert main(["kernels"]) == 0
+    assert "tensor cache: off" in capsys.readouterr().out
     monkeypatch.setenv("NASSPEECH_NATIVE_KERNELS", "off")
     assert main(["kernels", "--build"]) == 0
     assert "disabled" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Bad inputs of the search settings owned by nasspeech.search (the Hessian-vector product)."""
+"""Bad inputs of the search settings owned by nasspeech.search (the Hessian-vector product,
+recomputed depthwise outputs)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ CASES = [
          match=r"search\.hvp"),
     Case("api-hvp-unknown", lambda tmp: _architect("fd"),
          match="hvp must be one of finite_difference, exact, got 'fd'", error=ValueError),
+    Case("config-recompute-not-bool",
+         lambda tmp: cli("search", _config(tmp, recompute_depthwise="sometimes"), "--out",
+                         tmp / "run"),
+         match=r"search\.recompute_depthwise: Input should be a valid boolean"),
 ]
 
 

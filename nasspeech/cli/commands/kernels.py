@@ -2,7 +2,8 @@
 
 The kernels (:mod:`nasspeech.kernels.native`) are compiled the first time a process needs one.
 ``--build`` compiles them now, e.g. on a cluster's shared file system before its workers
-start, or to see the compiler's error where a warning said they are unavailable.
+start, or to see the compiler's error where a warning said they are unavailable. It also
+says whether runs use the compiled CPU tensor cache (:mod:`nasspeech.kernels.cpu_cache`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", RuntimeWarning)  # the error is printed below
             native.native_ops()
         seconds = round(time.perf_counter() - start, 1)
+    from nasspeech.kernels.cpu_cache import cpu_cache_enabled
+
     status = native.native_status()
+    status["cpu_cache"] = cpu_cache_enabled() and status["enabled"]
     if seconds is not None:
         status["build_or_load_s"] = seconds
     if args.json:
@@ -47,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"sources: {', '.join(status['sources'])}")
         if status["ops"]:
             print(f"ops:     {', '.join(status['ops'])}")
+        print("tensor cache: " + ("on in search and training runs on the CPU "
+                                  "(NASSPEECH_CPU_CACHE=0 switches it off)" if status["cpu_cache"]
+                                  else "off (NASSPEECH_CPU_CACHE or NASSPEECH_NATIVE_KERNELS)"))
         if seconds is not None:
             print(f"took:    {seconds} s")
         if status["error"]:
