@@ -114,7 +114,7 @@ class SearchConfig(_Optimisation):
         default=False,
         description="recompute the depthwise outputs of separable and dilated convolutions "
                     "in the backward pass instead of keeping them: about a third less "
-                    "activation memory for ~15 % more step time (docs/search-step.md)")
+                    "activation memory for 8-12 % more step time on CPU (docs/search-step.md)")
     sync_batchnorm: bool = Field(
         default=False,
         description="data-parallel search (several processes): BatchNorm statistics over "
