@@ -13,6 +13,8 @@ that they run in seconds. What they guard:
 - the CPU tensor cache lowers the yardstick's peak RSS: second order to <= 0.85x, first order
   to <= 0.92x of PyTorch's allocator (0.71x and 0.83x measured), fresh processes (about
   3 minutes; glibc's fragmentation needs the full-size step to show).
+- ``search.recompute_depthwise`` on the yardstick: peak RSS <= 0.8x, CPU time <= 1.25x of the
+  step that keeps the depthwise outputs (0.71x and 1.12x measured), fresh processes.
 
 The full-size comparison with another checkout (``search_step_ratios.py``; several minutes)
 runs with ``-m slow`` and ``NASSPEECH_BENCH_BASE=<checkout of d26f8ac>``.
@@ -91,6 +93,25 @@ def test_cpu_cache_lowers_the_yardsticks_peak_rss(benchmark, order):
     print({k: (r["peak_rss_gb"], r["step_s_median"]) for k, r in rows.items()},
           f"RSS with/without cache {ratio:.2f}")
     assert ratio <= CACHE_RSS_MAX[order], rows
+
+
+def test_recomputed_depthwise_outputs_trade_time_for_memory(benchmark):
+    """``search.recompute_depthwise`` on the yardstick's first order, fresh processes, both
+    with the CPU tensor cache: peak RSS <= 0.8x (0.71x measured), CPU time <= 1.25x (1.12x)."""
+    from search_step import measure
+
+    def both() -> dict[bool, dict]:
+        return {rc: measure("cnn", 1, steps=2, warmup=1, threads=1, recompute=rc)
+                for rc in (False, True)}
+
+    rows = benchmark.pedantic(both, rounds=1, iterations=1)
+    rss = rows[True]["peak_rss_gb"] / rows[False]["peak_rss_gb"]
+    cpu = rows[True]["cpu_s_median"] / rows[False]["cpu_s_median"]
+    benchmark.extra_info.update(rss_ratio=rss, cpu_ratio=cpu,
+                                rss_gb={str(k): r["peak_rss_gb"] for k, r in rows.items()})
+    print({k: (r["peak_rss_gb"], r["cpu_s_median"]) for k, r in rows.items()},
+          f"RSS {rss:.2f}x, CPU time {cpu:.2f}x")
+    assert rss <= 0.8 and cpu <= 1.25, rows
 
 
 @pytest.mark.slow
