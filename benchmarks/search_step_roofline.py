@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import sys
 import time
@@ -174,9 +175,20 @@ def _unique_bytes(tensors: list[torch.Tensor]) -> int:
     return nbytes
 
 
-def profile_step(setting: str, order: int, threads: int, warmup: int = 1):
+def profile_step(setting: str, order: int, threads: int, warmup: int = 2):
+    """Op times of one step after ``warmup`` steps, inside the CPU tensor cache the search
+    runs use (older checkouts: PyTorch's allocator)."""
     from nasspeech.search import search_step
 
+    try:
+        from nasspeech.kernels.cpu_cache import cached_cpu_memory
+    except ImportError:
+        cached_cpu_memory = contextlib.nullcontext
+    with cached_cpu_memory():
+        return _profile_step(search_step, setting, order, threads, warmup)
+
+
+def _profile_step(search_step, setting: str, order: int, threads: int, warmup: int):
     net, arch, opt, train, val = setup(setting, order, threads)
     for _ in range(warmup):
         search_step(net, arch, opt, train, val, lr=0.025)
