@@ -96,18 +96,27 @@ class CachingCPUAllocator final : public c10::Allocator {
   // giving back every cached block). Returns whether it was installed before.
   bool set_enabled(bool on) {
     std::lock_guard<std::mutex> switching(switch_mutex_);
-    bool was = enabled_;
+    bool was;
+    {
+      std::lock_guard<std::mutex> guard(mutex_);
+      was = enabled_;
+    }
     if (on && !was) {
       c10::Allocator* current = c10::GetCPUAllocator();
       if (current != this) previous_ = current;
-      enabled_ = true;
+      set_flag(true);
       c10::SetCPUAllocator(this, /*priority=*/UINT8_MAX);
     } else if (!on && was) {
       c10::SetCPUAllocator(previous_, /*priority=*/UINT8_MAX);
-      enabled_ = false;
+      set_flag(false);  // blocks freed from now on are unmapped, not cached
       release_cached();
     }
     return was;
+  }
+
+  void set_flag(bool on) {
+    std::lock_guard<std::mutex> guard(mutex_);
+    enabled_ = on;
   }
 
   // Unmaps every cached (free) block; returns the bytes given back.
