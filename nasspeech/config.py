@@ -85,6 +85,11 @@ class _Optimisation(_Section):
         description="fp32, or bf16: forward passes under bf16 autocast (CPU or CUDA), fp32 "
                     "weights, alphas, loss and optimiser; recurrent layers stay fp32 "
                     "(docs/precision.md)")
+    recompute_depthwise: bool = Field(
+        default=False,
+        description="recompute the depthwise outputs of separable and dilated convolutions "
+                    "in the backward pass instead of keeping them: about a third less "
+                    "activation memory for 8-12 % more step time on CPU (docs/search-step.md)")
 
     @model_validator(mode="after")
     def _check_lr(self) -> _Optimisation:
@@ -110,11 +115,6 @@ class SearchConfig(_Optimisation):
         description="share of the search set held out (seeded) for the alpha updates",
     )
     warmup_epochs: int = Field(default=0, ge=0, description="epochs with frozen alphas")
-    recompute_depthwise: bool = Field(
-        default=False,
-        description="recompute the depthwise outputs of separable and dilated convolutions "
-                    "in the backward pass instead of keeping them: about a third less "
-                    "activation memory for 8-12 % more step time on CPU (docs/search-step.md)")
     sync_batchnorm: bool = Field(
         default=False,
         description="data-parallel search (several processes): BatchNorm statistics over "

@@ -21,6 +21,7 @@ from nasspeech.config import RunConfig, auxiliary_error
 from nasspeech.genotype import Genotype
 from nasspeech.io import atomic_write, atomic_write_with
 from nasspeech.kernels.precision import autocast
+from nasspeech.kernels.recompute import recompute_depthwise
 from nasspeech.observe import TensorBoardLog
 from nasspeech.search import NonFiniteLossError, predict, weight_step
 from nasspeech.workflow.artifacts import try_plot
@@ -112,7 +113,8 @@ def run_train(
     model = build_model(config, genotype, name, auxiliary=config.train.auxiliary_weight > 0)
     with open_run_dir(out_dir, resume, restart) as run_dir, \
             use_threads(config.threads) as threads, \
-            cpu_memory_cache(resolve_device(config.device)):
+            cpu_memory_cache(resolve_device(config.device)), \
+            recompute_depthwise(config.train.recompute_depthwise):
         return _train(config, data, fold, run_dir, model, genotype, name, progress, resume,
                       threads)
 

@@ -30,3 +30,32 @@ def test_search_run_switches_recomputation_on_for_its_steps(tiny, tmp_path, monk
     for name, probs in kept.alpha_history[-1].items():
         torch.testing.assert_close(torch.tensor(found.alpha_history[-1][name]),
                                    torch.tensor(probs), rtol=1e-4, atol=1e-6)
+
+
+def test_training_run_with_recomputation_trains_the_same_model(tiny, tmp_path, monkeypatch):
+    import nasspeech.workflow.train as T
+
+    config, data = tiny
+    seen: list[bool] = []
+    real = T._train
+
+    def spy(*args, **kwargs):
+        seen.append(recompute_depthwise_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "_train", spy)
+    genotype = S.run_search(config, data, 0, tmp_path / "search", progress=False,
+                            stop_after=1).genotype
+    assert "sep_conv" in genotype.to_json()  # a depthwise output to recompute
+    on = config.model_copy(update={"train": config.train.model_copy(
+        update={"recompute_depthwise": True})})
+    T.run_train(on, data, 0, tmp_path / "on", genotype=genotype, progress=False)
+    T.run_train(config, data, 0, tmp_path / "off", genotype=genotype, progress=False)
+    assert seen == [True, False]
+    a = torch.load(tmp_path / "on" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "off" / "model.pt", weights_only=True)
+    a, b = (x.get("model", x) for x in (a, b))
+    for name, value in b.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(a[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
