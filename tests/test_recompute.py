@@ -82,18 +82,46 @@ def test_depthwise_outputs_are_not_kept_and_are_recomputed_once_per_backward(mon
     assert calls == [True, True]
 
 
-def test_off_by_default_and_inside_no_grad_and_autocast():
+def test_off_by_default_inside_no_grad_and_under_fp16_autocast():
     assert not recompute_depthwise_enabled()
     module, x = _blocks()[2], torch.randn(2, 8, 12, 12)
     with recompute_depthwise():
         assert recompute_depthwise_enabled()
         with recompute_depthwise(False):
             assert not recompute_depthwise_enabled()
-    with recompute_depthwise(), torch.autocast("cpu", torch.bfloat16):
+    with recompute_depthwise(), torch.autocast("cpu", torch.float16):  # not a nasspeech precision
         y = module[1](x.requires_grad_())
         assert not hasattr(y, "_nasspeech_recompute")
     with recompute_depthwise(), torch.no_grad():
         assert not hasattr(module[1](x), "_nasspeech_recompute")
+
+
+def test_bf16_autocast_recomputes_in_bf16_with_the_kept_paths_gradients():
+    """The backward runs outside the forward's autocast region; the recomputation enters
+    it again, so the 1x1 weight gradient reads the bf16 tensor the forward pass made."""
+    from nasspeech.kernels.precision import autocast
+
+    module = _blocks()[0].to(memory_format=CL)
+    x = torch.randn(3, 8, 12, 12).contiguous(memory_format=CL)
+    grads, saved = [], []
+    for on in (False, True):
+        m, xi = copy.deepcopy(module), x.clone().requires_grad_()
+        seen: dict[int, int] = {}
+
+        def pack(t, seen=seen):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with recompute_depthwise(on), saved_tensors_hooks(pack, lambda t: t), \
+                autocast("cpu", "bf16"):
+            y = m(xi)
+        assert y.dtype == torch.bfloat16
+        y.float().square().sum().backward()
+        grads.append([xi.grad, *(p.grad for p in m.parameters())])
+        saved.append(sum(seen.values()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a)
+    assert saved[0] - saved[1] == 2 * 3 * 8 * 12 * 12 * 2  # two bf16 depthwise outputs
 
 
 def test_double_backward_differentiates_through_the_recomputation():

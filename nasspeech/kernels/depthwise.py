@@ -19,7 +19,7 @@ from torch import nn
 
 from nasspeech.kernels.dispatch import compiled_ops, fast_cpu_path
 from nasspeech.kernels.layout import as_pair, weight_format
-from nasspeech.kernels.precision import autocast_dtype
+from nasspeech.kernels.precision import autocast, autocast_dtype
 from nasspeech.kernels.recompute import mark_recomputable, recompute_depthwise_enabled
 
 
@@ -99,10 +99,17 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight  # as used now (a functional call swaps it for this call only)
-        if autocast_dtype(x.device.type) is not None or not recompute_depthwise_enabled():
+        low = autocast_dtype(x.device.type)
+        if not recompute_depthwise_enabled() or low not in (None, torch.bfloat16):
             return self._conv(x, weight)
-        return mark_recomputable(self._conv(x, weight), x,
-                                 lambda inp: self._conv(inp, weight))
+        # recomputed in the backward pass, outside the forward's autocast region: enter it again
+        precision, device = ("fp32" if low is None else "bf16"), x.device.type
+
+        def recompute(inp: torch.Tensor) -> torch.Tensor:
+            with autocast(device, precision):
+                return self._conv(inp, weight)
+
+        return mark_recomputable(self._conv(x, weight), x, recompute)
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         padding = as_pair(self.padding)  # type: ignore[arg-type]

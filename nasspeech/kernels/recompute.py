@@ -13,8 +13,9 @@ its own weight gradient (a recomputed ReLU, :mod:`nasspeech.kernels.relu`, where
 
 The recomputation is the same function of the same tensors, so the gradients are those of
 the kept path; inside a backward that builds a graph (the exact Hessian) it is
-differentiable. Under autocast (bf16) outputs are kept as before. Search runs switch it on
-with ``search.recompute_depthwise``; the memory estimator traces it the same way.
+differentiable; under bf16 autocast the recomputation runs in the forward pass's autocast
+region again. Search and training runs switch it on with ``search.recompute_depthwise`` /
+``train.recompute_depthwise``; the memory estimator traces it the same way.
 """
 
 from __future__ import annotations
