@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from tiny_runs import probe_calls
 
 import nasspeech.workflow.search as S
 import nasspeech.workflow.train as T
@@ -14,34 +15,26 @@ pytestmark = pytest.mark.skipif(native.native_ops() is None,
                                 reason="compiled kernels unavailable here")
 
 
-def _spy(monkeypatch, module, name: str, seen: dict) -> None:
-    real = getattr(module, name)
-
-    def wrapper(*args, **kwargs):
-        seen[name] = cpu_cache_stats().enabled
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, wrapper)
+def _enabled() -> bool:
+    return cpu_cache_stats().enabled
 
 
 def test_search_and_train_run_inside_the_cache(tiny, tmp_path, monkeypatch):
     config, data = tiny
-    seen: dict[str, bool] = {}
-    _spy(monkeypatch, S, "_search", seen)
-    _spy(monkeypatch, T, "_train", seen)
+    in_search = probe_calls(monkeypatch, S, "_search", _enabled)
+    in_train = probe_calls(monkeypatch, T, "_train", _enabled)
     found = S.run_search(config, data, 0, tmp_path / "search", progress=False, stop_after=1)
     T.run_train(config, data, 0, tmp_path / "train", genotype=found.genotype, progress=False)
-    assert seen == {"_search": True, "_train": True}
+    assert in_search == [True] and in_train == [True]
     assert not cpu_cache_stats().enabled and cpu_cache_stats().cached == 0
 
 
 def test_environment_switch_and_errors_leave_it_off(tiny, tmp_path, monkeypatch):
     config, data = tiny
-    seen: dict[str, bool] = {}
     monkeypatch.setenv("NASSPEECH_CPU_CACHE", "0")
-    _spy(monkeypatch, S, "_search", seen)
+    seen = probe_calls(monkeypatch, S, "_search", _enabled)
     S.run_search(config, data, 0, tmp_path / "off", progress=False, stop_after=1)
-    assert seen == {"_search": False}
+    assert seen == [False]
     monkeypatch.setenv("NASSPEECH_CPU_CACHE", "1")
 
     def boom(*args, **kwargs):

@@ -5,6 +5,7 @@ only)."""
 from __future__ import annotations
 
 import torch
+from tiny_runs import probe_calls
 
 import nasspeech.workflow.search as S
 from nasspeech.kernels.recompute import recompute_depthwise_enabled
@@ -12,14 +13,7 @@ from nasspeech.kernels.recompute import recompute_depthwise_enabled
 
 def test_search_run_switches_recomputation_on_for_its_steps(tiny, tmp_path, monkeypatch):
     config, data = tiny
-    seen: list[bool] = []
-    real = S._search
-
-    def spy(*args, **kwargs):
-        seen.append(recompute_depthwise_enabled())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(S, "_search", spy)
+    seen = probe_calls(monkeypatch, S, "_search", recompute_depthwise_enabled)
     on = config.model_copy(update={"search": config.search.model_copy(
         update={"recompute_depthwise": True})})
     found = S.run_search(on, data, 0, tmp_path / "on", progress=False, stop_after=1)
@@ -36,14 +30,7 @@ def test_training_run_with_recomputation_trains_the_same_model(tiny, tmp_path, m
     import nasspeech.workflow.train as T
 
     config, data = tiny
-    seen: list[bool] = []
-    real = T._train
-
-    def spy(*args, **kwargs):
-        seen.append(recompute_depthwise_enabled())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(T, "_train", spy)
+    seen = probe_calls(monkeypatch, T, "_train", recompute_depthwise_enabled)
     genotype = S.run_search(config, data, 0, tmp_path / "search", progress=False,
                             stop_after=1).genotype
     assert "sep_conv" in genotype.to_json()  # a depthwise output to recompute

@@ -60,3 +60,18 @@ def tiny_data(config):
     from nasspeech.workflow.datasets import load_run_data
 
     return load_run_data(config, progress=False)
+
+
+def probe_calls(monkeypatch, module, name: str, probe):
+    """Wrap ``module.name`` so that each call first appends ``probe()`` to the returned list
+    (what the state was when a run's body started)."""
+    seen: list = []
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        seen.append(probe())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return seen
+
