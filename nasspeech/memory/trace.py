@@ -446,7 +446,7 @@ def trace_step(
     # bf16 (search.precision): CUDA's autocast, modelled; a CPU target has torch's own
     amp = modelled_autocast(AutocastModel()) if target == "cuda" else contextlib.nullcontext()
     search = getattr(setup, "search", None)
-    recompute = recompute_depthwise(bool(getattr(search, "recompute_depthwise", False)))
+    recomputing = bool(getattr(search, "recompute_depthwise", False))
     attention = contextlib.nullcontext()
     if tracker is not None:
         from nasspeech.memory.cpu_probe import cpu_attention
@@ -455,7 +455,7 @@ def trace_step(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with rnns, attention, amp, recompute:
+        with rnns, attention, amp, recompute_depthwise(recomputing):
             if warmup:
                 if fake_mode is not None:
                     with fake_mode, _ScalarMode():
@@ -473,8 +473,7 @@ def trace_step(
             )
             tracer.tracker.stop_after_tasks = stop_after_tasks
             tracer.trace.meta["precision"] = getattr(search, "precision", "fp32")
-            tracer.trace.meta["recompute_depthwise"] = bool(
-                getattr(search, "recompute_depthwise", False))
+            tracer.trace.meta["recompute_depthwise"] = recomputing
             with tracer:
                 try:
                     step()
