@@ -25,10 +25,8 @@ import contextvars
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.autograd.graph import saved_tensors_hooks
 
-from nasspeech.kernels.dispatch import outer_saved_tensor_hooks
-from nasspeech.kernels.saved import SavedRecipe, pack_outer, unpack_saved
+from nasspeech.kernels.saved import SavedRecipe, pack_outer, saving_recipe, unpack_saved
 
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "nasspeech_recompute_depthwise", default=False)
@@ -69,25 +67,15 @@ def saving_recipe_of(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
     convolution whose weight needs no gradient: autograd still keeps and unpacks its input);
     it then gets an uninitialised tensor of that layout instead of a recomputation, except
     inside a backward that builds a graph."""
-    spec = getattr(x, _MARK, None)
-    if spec is None or not torch.is_grad_enabled():
+    if not hasattr(x, _MARK) or not torch.is_grad_enabled():
         return fn(x)
-    # autograd keeps the pack hook as long as anything it packed: refer to x only while fn runs
-    current = [x, spec]
-    outer = outer_saved_tensor_hooks()
 
-    def pack(t: torch.Tensor) -> object:
-        if current and t is current[0]:
-            inp, recompute = current[1]
-            return _Recomputed(recompute, pack_outer(inp, outer),
-                               None if values_needed else _layout(current[0]))
-        return pack_outer(t, outer)
+    def make_recipe(t: torch.Tensor, outer: tuple | None) -> object:
+        inp, recompute = getattr(t, _MARK)
+        return _Recomputed(recompute, pack_outer(inp, outer),
+                           None if values_needed else _layout(t))
 
-    try:
-        with saved_tensors_hooks(pack, unpack_saved):
-            return fn(x)
-    finally:
-        current.clear()
+    return saving_recipe(x, make_recipe, fn)
 
 
 def _layout(t: torch.Tensor) -> tuple:

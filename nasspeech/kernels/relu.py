@@ -16,10 +16,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.graph import saved_tensors_hooks
 
-from nasspeech.kernels.dispatch import outer_saved_tensor_hooks
-from nasspeech.kernels.saved import SavedRecipe, pack_outer, unpack_saved
+from nasspeech.kernels.saved import SavedRecipe, saving_recipe
 
 
 def relu_then(x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -29,24 +27,14 @@ def relu_then(x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]) -> 
     if not (torch.is_grad_enabled() and x.requires_grad):
         return body(relu_x)
 
-    # autograd keeps the pack hook as long as anything it packed: hold relu(x) only
-    # while ``body`` runs, or it would stay alive through the backward pass
-    current = [relu_x]
+    # relu(x) is held only while ``body`` runs, or it would stay alive through the backward
     recipe = _Recompute(x)
-    # hooks already active (e.g. the memory estimator's) still see every other saved tensor
-    outer = outer_saved_tensor_hooks()
 
-    def pack(t: torch.Tensor) -> object:
-        if current and t is current[0]:
-            recipe.pending += 1
-            return recipe
-        return pack_outer(t, outer)
+    def keep_recipe(_relu_x: torch.Tensor, _outer: tuple | None) -> object:
+        recipe.pending += 1
+        return recipe
 
-    try:
-        with saved_tensors_hooks(pack, unpack_saved):
-            return body(current[0])
-    finally:
-        current.clear()
+    return saving_recipe(relu_x, keep_recipe, body)
 
 
 class _Recompute(SavedRecipe):
