@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from nasspeech.config import RunConfig
@@ -92,20 +93,19 @@ def run_search(
                 use_threads(threads) as used, cpu_memory_cache(device), \
                 recompute_depthwise(config.search.recompute_depthwise):
             return _search(config, data, fold, run_dir, resume, progress, stop_after, used,
-                           group)
+                           device, group)
     with use_threads(threads) as used, cpu_memory_cache(device), \
             recompute_depthwise(config.search.recompute_depthwise):  # the others write nothing
         return _search(config, data, fold, Path(out_dir), resume, False, stop_after, used,
-                       group)
+                       device, group)
 
 
 def _search(config: RunConfig, data: RunData, fold: int, run_dir: Path, resume: bool,
             progress: bool, stop_after: int | None, threads: dict[str, int],
-            group: Group | None = None) -> SearchResult:
+            device: torch.device, group: Group | None = None) -> SearchResult:
     sc = config.search
     split = data.fold(fold)
     main = group is None or group.is_main
-    device = resolve_device(config.device) if group is None else group.device
     w_idx, a_idx = split_search(split.search, sc.alpha_fraction, config.seed + fold)
     x, y = data.x.to(device), data.y.to(device)
     train_stream = BatchStream(x, y, w_idx, sc.batch_size, True, config.seed, salt=2 * fold)

@@ -111,20 +111,19 @@ def run_train(
     data.fold(fold)  # bad input fails before the run directory exists
     seed_everything(config.seed + fold)
     model = build_model(config, genotype, name, auxiliary=config.train.auxiliary_weight > 0)
+    device = resolve_device(config.device)
     with open_run_dir(out_dir, resume, restart) as run_dir, \
-            use_threads(config.threads) as threads, \
-            cpu_memory_cache(resolve_device(config.device)), \
+            use_threads(config.threads) as threads, cpu_memory_cache(device), \
             recompute_depthwise(config.train.recompute_depthwise):
         return _train(config, data, fold, run_dir, model, genotype, name, progress, resume,
-                      threads)
+                      threads, device)
 
 
 def _train(config: RunConfig, data: RunData, fold: int, run_dir: Path, model: nn.Module,
            genotype: Genotype | None, name: str, progress: bool, resume: bool,
-           threads: dict[str, int]) -> TrainResult:
+           threads: dict[str, int], device: torch.device) -> TrainResult:
     tc = config.train
     split = data.fold(fold)
-    device = resolve_device(config.device)
     model = model.to(device)
     x, y = data.x.to(device), data.y.to(device)
     indices = train_indices(split, tc.data)
