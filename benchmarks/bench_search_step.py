@@ -32,7 +32,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_step import setup
+from search_step import run_context, setup
 
 SECOND_OVER_FIRST_MAX = 3.0
 CACHE_RSS_MAX = {1: 0.92, 2: 0.85}  # peak RSS with the cache / without, per order
@@ -43,14 +43,12 @@ def alternating_step_cpu(setting: str, rounds: int = 3) -> dict[int, float]:
     the two orders alternating, at one thread."""
     from nasspeech.search import Architect, search_step
 
-    from nasspeech.kernels.cpu_cache import cached_cpu_memory
-
     threads = torch.get_num_threads()
     try:
         net, first, opt, train, val = setup(setting, 1, 1)
         architects = {1: first, 2: Architect(net, order=2)}
         times: dict[int, list[float]] = {1: [], 2: []}
-        with cached_cpu_memory():  # as in search runs
+        with run_context():  # as in search runs
             for r in range(rounds + 1):  # round 0 warms both up
                 for order in ((1, 2) if r % 2 else (2, 1)):
                     t0 = time.process_time()

@@ -66,19 +66,20 @@ def setup(name: str, order: int, threads: int):
     return net, arch, opt, train, val
 
 
-def _steps(net, arch, opt, train, val, warmup: int, steps: int, times: list, cpu: list,
-           sys_s: list, faults: list) -> None:
-    from nasspeech.search import search_step
+def run_context(recompute: bool = False) -> contextlib.ExitStack:
+    """What a search run wraps its steps in: the CPU tensor cache and, with ``recompute``,
+    ``search.recompute_depthwise`` (an older checkout without them gets neither)."""
+    stack = contextlib.ExitStack()
+    try:
+        from nasspeech.kernels.cpu_cache import cached_cpu_memory
+    except ImportError:
+        return stack
+    stack.enter_context(cached_cpu_memory())
+    if recompute:
+        from nasspeech.kernels.recompute import recompute_depthwise
 
-    for i in range(warmup + steps):
-        t0, c0, s0 = time.perf_counter(), time.process_time(), os.times().system
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        search_step(net, arch, opt, train, val, lr=0.025)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-            sys_s.append(os.times().system - s0)
-            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        stack.enter_context(recompute_depthwise(True))
+    return stack
 
 
 def run_one(name: str, order: int, steps: int, warmup: int, threads: int,
@@ -86,17 +87,21 @@ def run_one(name: str, order: int, steps: int, warmup: int, threads: int,
     import torch
 
     import nasspeech
-
-    try:  # the CPU memory cache the search and training runs use (older checkouts: none)
-        from nasspeech.kernels.cpu_cache import cached_cpu_memory
-    except ImportError:
-        cached_cpu_memory = contextlib.nullcontext
+    from nasspeech.search import search_step
 
     s = SETTINGS[name]
     net, arch, opt, train, val = setup(name, order, threads)
     times, cpu, sys_s, faults = [], [], [], []
-    with cached_cpu_memory(), _recompute(recompute):
-        _steps(net, arch, opt, train, val, warmup, steps, times, cpu, sys_s, faults)
+    with run_context(recompute):
+        for i in range(warmup + steps):
+            t0, c0, s0 = time.perf_counter(), time.process_time(), os.times().system
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            search_step(net, arch, opt, train, val, lr=0.025)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+                sys_s.append(os.times().system - s0)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     return {
         "setting": name, "order": order, "batch": s["batch"], "threads": threads,
         "step_s_median": round(statistics.median(times), 3), "step_s_all": [round(t, 3) for t in times],
@@ -107,15 +112,6 @@ def run_one(name: str, order: int, steps: int, warmup: int, threads: int,
         "torch": torch.__version__, "nasspeech": str(Path(nasspeech.__file__).parent.parent),
         "recompute_depthwise": recompute,
     }
-
-
-def _recompute(on: bool):
-    """``search.recompute_depthwise`` as the search runs switch it on (older checkouts: off)."""
-    if not on:
-        return contextlib.nullcontext()
-    from nasspeech.kernels.recompute import recompute_depthwise
-
-    return recompute_depthwise(True)
 
 
 def measure(name: str, order: int = 1, steps: int = 2, warmup: int = 1, threads: int = 2,

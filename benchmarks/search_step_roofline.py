@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_step import SETTINGS, setup
+from search_step import SETTINGS, run_context, setup
 
 aten = torch.ops.aten
 
@@ -180,11 +179,7 @@ def profile_step(setting: str, order: int, threads: int, warmup: int = 2):
     runs use (older checkouts: PyTorch's allocator)."""
     from nasspeech.search import search_step
 
-    try:
-        from nasspeech.kernels.cpu_cache import cached_cpu_memory
-    except ImportError:
-        cached_cpu_memory = contextlib.nullcontext
-    with cached_cpu_memory():
+    with run_context():
         return _profile_step(search_step, setting, order, threads, warmup)
 
 
